@@ -1,0 +1,129 @@
+"""The tables the service keeps. Alembic migrations in `migrations/` create them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    Unicode,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from .extensions import db
+
+MYSQL = ("mysql", "mariadb")
+#: Job ids are case- and space-sensitive, as in APScheduler; MySQL's default
+#: collations would make "Report" and "report " the same key.
+MYSQL_TABLE_ARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+# Run status values (DESIGN.md, "Every run").
+RUNNING, SUCCEEDED, FAILED, MISSED = "running", "succeeded", "failed", "missed"
+STATUSES = (RUNNING, SUCCEEDED, FAILED, MISSED)
+# How a run came about.
+SCHEDULED, MANUAL = "scheduled", "manual"
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime; used as a per-row callable default."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in Python, naive UTC in the database, microseconds kept on MySQL too."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in MYSQL:
+            # Plain DATETIME drops fractions of a second, and fire times need them.
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("UTCDateTime needs an aware datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+#: APScheduler's job table, plus `version` for optimistic concurrency between processes.
+jobs_table = db.Table(
+    "apscheduler_jobs",
+    # 191 = max key length in MySQL for InnoDB/utf8mb4 tables (as in APScheduler).
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Double, index=True),
+    # A MySQL BLOB stops at 64 KB; a job with large args must still fit.
+    Column("job_state", LargeBinary().with_variant(mysql.LONGBLOB(), *MYSQL), nullable=False),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    **MYSQL_TABLE_ARGS,
+)
+
+
+class JobRun(db.Model):  # type: ignore[name-defined]
+    """One fire of a job: claimed before it starts, so each fire time runs at most once."""
+
+    __tablename__ = "jobservice_runs"
+    __table_args__ = (
+        UniqueConstraint("job_id", "trigger", "scheduled_at", name="uq_jobservice_runs_claim"),
+        Index("ix_jobservice_runs_job_id_id", "job_id", "id"),
+        Index("ix_jobservice_runs_status_started_at", "status", "started_at"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id = Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    job_id = Column(Unicode(191), nullable=False)
+    trigger = Column(String(16), nullable=False)
+    scheduled_at = Column(UTCDateTime, nullable=False)
+    status = Column(String(16), nullable=False)
+    claim = Column(String(16), index=True)
+    fence = Column(BigInteger)
+    worker = Column(String(255))
+    started_at = Column(UTCDateTime)
+    finished_at = Column(UTCDateTime)
+    error = Column(Text().with_variant(mysql.MEDIUMTEXT(), *MYSQL))
+    prevented = Column(Integer, nullable=False, default=0, server_default=text("0"))
+    created_at = Column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at = Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class ClusterState(db.Model):  # type: ignore[name-defined]
+    """One row: the cluster's identity and whether processing is paused everywhere."""
+
+    __tablename__ = "jobservice_cluster"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    id = Column(Integer, primary_key=True)
+    cluster_id = Column(String(36), nullable=False)
+    paused = Column(Boolean, nullable=False, default=False)
+    updated_at = Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class DeclaredJob(db.Model):  # type: ignore[name-defined]
+    """Jobs that come from JOBS in config.py, with a fingerprint of their definition."""
+
+    __tablename__ = "jobservice_declared_jobs"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    job_id = Column(Unicode(191), primary_key=True)
+    fingerprint = Column(String(64), nullable=False)
+    updated_at = Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
