@@ -1,0 +1,234 @@
+"""APScheduler's BackgroundScheduler, changed to share one job store safely.
+
+* Standby: `start()` makes the store live (API writes reach it) without a thread;
+  the processing thread starts with the process's runtime, and a pass only does
+  anything while `fence()` says this process leads.
+* A pass is batched: one query for due jobs, one statement to claim their fire
+  times, one transaction to advance them, instead of a transaction per job.
+* A database error anywhere in a pass is logged and retried; the thread lives on.
+* After `shutdown()` no further pass runs, and a run that could not be handed to
+  the executor is neither advanced nor lost: its claim waits for the next leader.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MODIFIED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.executors.base import MaxInstancesReachedError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
+
+from .executor import AppContextExecutor
+from .jobstore import ClusterJobStore, StaleJobError, StoredJob
+from .ledger import Claim, RunKey, RunLedger
+from .models import FAILED, MISSED, SCHEDULED
+
+logger = logging.getLogger(__name__)
+
+#: Re-scan this often even without a wake-up: catches lost messages and orphaned claims.
+IDLE_RESCAN_S = 5.0
+#: After a failed pass (database down), try again this soon.
+RETRY_S = 1.0
+#: A job is re-read and its change re-applied this many times if others keep writing it.
+MODIFY_ATTEMPTS = 5
+#: Fire times computed per job and pass; past this a long outage is coalesced anyway.
+MAX_RUN_TIMES = 1000
+#: Pass as next_run_time to modify_job: recompute it from the trigger, keeping a pause.
+RESCHEDULE = object()
+
+
+class ClusterScheduler(BackgroundScheduler):
+    """Processes due jobs only while this process holds the leader lease."""
+
+    def __init__(
+        self,
+        *,
+        ledger: RunLedger,
+        fence: Callable[[], int | None],
+        cluster_paused: Callable[[], bool],
+        **options: Any,
+    ) -> None:
+        self._ledger = ledger
+        self._fence = fence
+        self._cluster_paused = cluster_paused
+        self._failed_passes = 0
+        self._processing = False
+        super().__init__(**options)
+
+    # Standby and the processing thread ------------------------------------------
+
+    def start(self, paused: bool = True) -> None:  # type: ignore[override]
+        """Start executors and the store, paused and without a thread (standby)."""
+        if self._event is None or self._event.is_set():
+            self._event = threading.Event()
+        BaseScheduler.start(self, paused=True)
+
+    def start_processing(self) -> None:
+        """Start the thread that runs passes while this process leads."""
+        self._processing = True
+        self._thread = threading.Thread(
+            target=self._main_loop, name="jobservice-scheduler", daemon=self._daemon
+        )
+        self._thread.start()
+
+    def stop_processing(self) -> None:
+        """Stop that thread; the store stays live for the API (standby)."""
+        self._processing = False
+        self._event.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+
+    def shutdown(self, wait: bool = True) -> None:
+        BaseScheduler.shutdown(self, wait)
+        self.stop_processing()
+
+    def _main_loop(self) -> None:
+        wait_s: float | None = None
+        while self._processing and self.state != STATE_STOPPED:
+            self._event.wait(wait_s)
+            self._event.clear()
+            if not self._processing or self.state == STATE_STOPPED:
+                return  # APScheduler 3 makes one more pass here and advances jobs it cannot run
+            wait_s = self._process_jobs()
+
+    # Writes from the API ---------------------------------------------------------
+
+    def modify_job(self, job_id: str, jobstore: str | None = None, **changes: Any) -> Any:
+        """APScheduler's modify_job, re-applied to a fresh copy if another process wrote
+        the job meanwhile. `next_run_time=RESCHEDULE` computes it from the (new) trigger,
+        unless the job is paused in that fresh copy: a pause is never undone by an edit."""
+        for attempt in range(MODIFY_ATTEMPTS):
+            with self._jobstores_lock:
+                job, alias = self._lookup_job(job_id, jobstore)
+                applied = dict(changes)
+                if applied.get("next_run_time") is RESCHEDULE:
+                    trigger = applied.get("trigger", job.trigger)
+                    paused = job.next_run_time is None
+                    applied["next_run_time"] = (
+                        None if paused else trigger.get_next_fire_time(None, datetime.now(self.timezone))
+                    )
+                job._modify(**applied)
+                try:
+                    self._lookup_jobstore(alias).update_job(job)
+                except StaleJobError:
+                    if attempt == MODIFY_ATTEMPTS - 1:
+                        raise
+                    continue
+            break
+        self._dispatch_event(JobEvent(EVENT_JOB_MODIFIED, job_id, alias))
+        if self.state == STATE_RUNNING:
+            self.wakeup()
+        return job
+
+    # A pass -----------------------------------------------------------------------
+
+    def _process_jobs(self) -> float | None:
+        fence = self._fence()
+        if fence is None or self.state != STATE_RUNNING:
+            return None  # a follower waits for the elector's wake-up
+        try:
+            wait_s = self._pass(fence)
+        except Exception as exc:
+            if self._failed_passes % 20 == 0:
+                logger.warning("Scheduler pass failed (%s); retrying in %.0fs", exc, RETRY_S, exc_info=True)
+            self._failed_passes += 1
+            return RETRY_S
+        if self._failed_passes:
+            logger.info("Scheduler passes succeed again after %d failures", self._failed_passes)
+            self._failed_passes = 0
+        return wait_s
+
+    def _pass(self, fence: int) -> float:
+        store: ClusterJobStore = self._jobstores["default"]
+        now = datetime.now(self.timezone)
+        paused = self._cluster_paused()
+        if not paused:
+            self._fire(store.get_due_jobs(now), now, fence, store)
+        self._adopt(fence, store)
+        next_run = None if paused else store.get_next_run_time()
+        if next_run is None:
+            return IDLE_RESCAN_S
+        return min(max((next_run - datetime.now(self.timezone)).total_seconds(), 0.0), IDLE_RESCAN_S)
+
+    def _fire(self, due: list[StoredJob], now: datetime, fence: int, store: ClusterJobStore) -> None:
+        """Claim every due fire time in one statement, hand out what we won, advance the jobs."""
+        to_run: list[tuple[StoredJob, RunKey]] = []
+        missed: list[RunKey] = []
+        moves: list[tuple[StoredJob, datetime | None]] = []
+        for job in due:
+            run_times = self._run_times(job, now)
+            if not run_times:
+                continue
+            for run_time in run_times[-1:] if job.coalesce else run_times:
+                key = RunKey(job.id, SCHEDULED, run_time)
+                grace = job.misfire_grace_time
+                if grace is not None and now - run_time > timedelta(seconds=grace):
+                    missed.append(key)
+                    logger.warning("Run of %s at %s was missed by %s", job.id, run_time, now - run_time)
+                else:
+                    to_run.append((job, key))
+            moves.append((job, job.trigger.get_next_fire_time(run_times[-1], now)))
+        if self._fence() != fence:
+            return
+        self._ledger.claim(missed, fence, MISSED, "Run time was missed by more than misfire_grace_time")
+        won = {claim.key: claim for claim in self._ledger.claim([k for _, k in to_run], fence)}
+        stuck: set[str] = set()
+        for job, key in to_run:
+            claim = won.get(key)
+            if claim is None:
+                logger.info(
+                    "Run of %s at %s is already claimed: duplicate prevented", job.id, key.scheduled_at
+                )
+            elif not self._submit(job, claim):
+                stuck.add(job.id)
+        store.advance([(job, nxt) for job, nxt in moves if job.id not in stuck])
+
+    def _adopt(self, fence: int, store: ClusterJobStore) -> None:
+        """Run what was claimed or requested but never started (run-now, a dead leader's runs)."""
+        executor: AppContextExecutor = self._lookup_executor("default")
+        inflight = executor.inflight()
+        candidates = [(key, claim) for key, claim in self._ledger.pending(fence) if key not in inflight]
+        for claim in self._ledger.adopt(candidates, fence) if candidates else []:
+            job = store.lookup_job(claim.key.job_id)
+            if job is None:
+                self._ledger.miss(claim, "The job was removed before this run could start", FAILED)
+            elif not self._submit(job, claim):
+                return
+
+    def _submit(self, job: StoredJob, claim: Claim) -> bool:
+        """Hand one claimed run to the executor; False if the executor is shut down."""
+        executor: AppContextExecutor = self._lookup_executor(job.executor)
+        try:
+            executor.submit_run(job, claim)
+        except MaxInstancesReachedError:
+            self._ledger.miss(claim, f"Skipped: {job.max_instances} instance(s) already running")
+            event = EVENT_JOB_MAX_INSTANCES
+        except RuntimeError:  # the pool is shut down: leave the claim for the next leader
+            logger.info("Executor is shut down; run of %s left for the next leader", job.id)
+            return False
+        else:
+            event = EVENT_JOB_SUBMITTED
+        self._dispatch_event(JobSubmissionEvent(event, job.id, "default", [claim.key.scheduled_at]))
+        return True
+
+    @staticmethod
+    def _run_times(job: StoredJob, now: datetime) -> list[datetime]:
+        """APScheduler's Job._get_run_times, bounded: a long outage must not stall the pass."""
+        run_times: list[datetime] = []
+        next_run = job.next_run_time
+        while next_run is not None and next_run <= now and len(run_times) < MAX_RUN_TIMES:
+            run_times.append(next_run)
+            next_run = job.trigger.get_next_fire_time(next_run, now)
+        return run_times

@@ -1,0 +1,207 @@
+"""APScheduler's SQLAlchemy job store, made safe for several processes sharing one table.
+
+Differences from the upstream store, each closing a hazard of APScheduler 3:
+
+* a job is rebuilt without importing its function (the executor resolves it when it
+  runs), so a process running an older release never deletes a job it cannot import;
+* `next_run_time` comes from its column, and every write is checked against a
+  `version` column, so the leader never writes back a stale copy over a pause or
+  an edit made through another process;
+* the leader advances many jobs in one transaction (`advance`).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from apscheduler.job import Job
+from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.util import datetime_to_utc_timestamp, utc_timestamp_to_datetime
+from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import IntegrityError
+
+from .models import jobs_table
+
+logger = logging.getLogger(__name__)
+
+
+class StaleJobError(Exception):
+    """The job changed in the store after this process read it."""
+
+
+class StoredJob(Job):
+    """A job as read from the store, remembering the version it was read at."""
+
+    __slots__ = ("version",)
+
+
+class ClusterJobStore(SQLAlchemyJobStore):
+    """Jobs in a SQL table shared by every process of the deployment."""
+
+    def __init__(self, engine: Engine) -> None:
+        BaseJobStore.__init__(self)
+        self.engine = engine
+        self.jobs_t = jobs_table
+        self.pickle_protocol = pickle.HIGHEST_PROTOCOL
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        # The schema belongs to the migrations; never CREATE TABLE from here.
+        BaseJobStore.start(self, scheduler, alias)
+
+    def shutdown(self) -> None:
+        """The engine is Flask-SQLAlchemy's and outlives the scheduler."""
+
+    def lookup_job(self, job_id: str) -> StoredJob | None:
+        jobs = self._select(self.jobs_t.c.id == job_id)
+        return jobs[0] if jobs else None
+
+    def get_due_jobs(self, now: datetime) -> list[StoredJob]:
+        return self._select(self.jobs_t.c.next_run_time <= datetime_to_utc_timestamp(now))
+
+    def get_all_jobs(self) -> list[StoredJob]:
+        jobs = self._select()
+        self._fix_paused_jobs_sorting(jobs)
+        return jobs
+
+    def page(self, limit: int, offset: int) -> list[StoredJob]:
+        """One page in the upstream order (next run time, paused jobs last) without
+        reading the rest of the table."""
+        t = self.jobs_t
+        scheduled = self._select(
+            t.c.next_run_time.is_not(None), limit=limit, offset=offset, order=(t.c.next_run_time, t.c.id)
+        )
+        if len(scheduled) == limit:
+            return scheduled
+        paused_offset = 0
+        if not scheduled and offset:
+            with self.engine.connect() as conn:
+                count = select(func.count()).select_from(t).where(t.c.next_run_time.is_not(None))
+                paused_offset = offset - conn.execute(count).scalar_one()
+        paused = self._select(
+            t.c.next_run_time.is_(None),
+            limit=limit - len(scheduled),
+            offset=max(paused_offset, 0),
+            order=(t.c.id,),
+        )
+        return scheduled + paused
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(self.jobs_t)).scalar_one()
+
+    def add_job(self, job: Job) -> None:
+        insert = self.jobs_t.insert().values(
+            id=job.id,
+            next_run_time=datetime_to_utc_timestamp(job.next_run_time),
+            job_state=pickle.dumps(job.__getstate__(), self.pickle_protocol),
+            version=1,
+        )
+        with self.engine.begin() as conn:
+            try:
+                conn.execute(insert)
+            except IntegrityError:
+                raise ConflictingIdError(job.id) from None
+        if isinstance(job, StoredJob):
+            job.version = 1
+
+    def update_job(self, job: Job) -> None:
+        """Write the whole job; refused if someone else wrote it since it was read."""
+        t = self.jobs_t
+        update = t.update().values(
+            next_run_time=datetime_to_utc_timestamp(job.next_run_time),
+            job_state=pickle.dumps(job.__getstate__(), self.pickle_protocol),
+            version=t.c.version + 1,
+        )
+        if isinstance(job, StoredJob):
+            update = update.where(t.c.id == job.id, t.c.version == job.version)
+        else:
+            update = update.where(t.c.id == job.id)
+        with self.engine.begin() as conn:
+            if conn.execute(update).rowcount == 1:
+                if isinstance(job, StoredJob):
+                    job.version += 1
+                return
+            exists = conn.execute(select(t.c.id).where(t.c.id == job.id)).first()
+        if exists is None:
+            raise JobLookupError(job.id)
+        raise StaleJobError(job.id)
+
+    def advance(self, moves: Sequence[tuple[StoredJob, datetime | None]]) -> None:
+        """After a pass: set each job's next run time, or delete it when it has none.
+
+        Only the `next_run_time` column changes, and only where the version is the one
+        the leader read, so a concurrent pause or edit wins over the leader's copy.
+        """
+        t = self.jobs_t
+        updates = [
+            {"b_id": job.id, "b_version": job.version, "b_next": datetime_to_utc_timestamp(nxt)}
+            for job, nxt in moves
+            if nxt is not None
+        ]
+        deletes = [{"b_id": job.id, "b_version": job.version} for job, nxt in moves if nxt is None]
+        same_version = and_(t.c.id == bindparam("b_id"), t.c.version == bindparam("b_version"))
+        with self.engine.begin() as conn:
+            if updates:
+                conn.execute(
+                    t.update().where(same_version).values(next_run_time=bindparam("b_next")), updates
+                )
+            if deletes:
+                conn.execute(t.delete().where(same_version), deletes)
+        for job, nxt in moves:
+            job.next_run_time = nxt
+
+    def _select(
+        self,
+        *conditions: Any,
+        limit: int | None = None,
+        offset: int = 0,
+        order: Iterable[Any] | None = None,
+    ) -> list[StoredJob]:
+        t = self.jobs_t
+        query = select(t.c.id, t.c.next_run_time, t.c.job_state, t.c.version)
+        if conditions:
+            query = query.where(*conditions)
+        query = query.order_by(*(order or (t.c.next_run_time,)))
+        if limit is not None:
+            query = query.limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [job for job in map(self._restore, rows) if job is not None]
+
+    def _restore(self, row: Row[Any]) -> StoredJob | None:
+        """Rebuild a job without importing its function; a bad row is skipped, never deleted."""
+        try:
+            state = pickle.loads(row.job_state)
+            job = StoredJob.__new__(StoredJob)
+            job.id = state["id"]
+            job.func_ref = state["func"]
+            job.func = None
+            job.trigger = state["trigger"]
+            job.executor = state["executor"]
+            job.args = state["args"]
+            job.kwargs = state["kwargs"]
+            job.name = state["name"]
+            job.misfire_grace_time = state["misfire_grace_time"]
+            job.coalesce = state["coalesce"]
+            job.max_instances = state["max_instances"]
+        except Exception:
+            logger.exception("Cannot read job %r from the store; leaving it in place", row.id)
+            return None
+        # The column is the truth (the leader only updates the column); keep the
+        # time zone the job was pickled with, as the upstream store would.
+        stored_next = state["next_run_time"]
+        next_run_time = utc_timestamp_to_datetime(row.next_run_time)
+        if next_run_time is not None:
+            zone = stored_next.tzinfo if stored_next is not None else self._scheduler.timezone
+            next_run_time = next_run_time.astimezone(zone)
+        job.next_run_time = next_run_time
+        job.version = row.version
+        job._scheduler = self._scheduler
+        job._jobstore_alias = self._alias
+        return job

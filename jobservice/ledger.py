@@ -1,0 +1,214 @@
+"""Claims on fire times: what makes "exactly one run per fire time" hold.
+
+A run is a row of `jobservice_runs`, unique on (job_id, trigger, scheduled_at).
+
+1. The leader *claims* due fire times in one statement per pass. A key that is
+   already there (a stale leader, a new leader re-firing what a dead one fired
+   but did not advance) is refused and its `prevented` count goes up.
+2. A worker thread *starts* a claimed run only by a compare-and-set on
+   (claim token, started_at IS NULL).
+3. A claimed run that never started (its leader died or stepped down, or it is a
+   run-now request nobody has claimed yet) is *adopted* by the current leader with
+   the same compare-and-set; whichever of the two sets first wins, so it runs once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Insert
+
+from .identity import worker_id
+from .models import MANUAL, MISSED, MYSQL, RUNNING, JobRun, utcnow
+
+runs = JobRun.__table__
+CHUNK = 500  # rows per statement: well inside MySQL's max_allowed_packet
+#: A claim of our own fence still unstarted after this long was left behind.
+LEFT_BEHIND_S = 10
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """Identifies one fire of a job; `scheduled_at` is always UTC."""
+
+    job_id: str
+    trigger: str
+    scheduled_at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scheduled_at", self.scheduled_at.astimezone(UTC))
+
+    def where(self) -> Any:
+        return and_(
+            runs.c.job_id == self.job_id,
+            runs.c.trigger == self.trigger,
+            runs.c.scheduled_at == self.scheduled_at,
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run this process may start, under the given lease fence."""
+
+    key: RunKey
+    token: str
+    fence: int
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+class RunLedger:
+    """Claims, starts and adoptions of runs; outcomes go through the Recorder."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def claim(
+        self, keys: Sequence[RunKey], fence: int, status: str = RUNNING, error: str | None = None
+    ) -> list[Claim]:
+        """Insert claims for these fire times; return the ones this call won."""
+        if not keys:
+            return []
+        token, now = new_token(), utcnow()
+        rows = [
+            {
+                "job_id": key.job_id,
+                "trigger": key.trigger,
+                "scheduled_at": key.scheduled_at,
+                "status": status,
+                "claim": token,
+                "fence": fence,
+                "worker": worker_id(),
+                "finished_at": now if status == MISSED else None,
+                "error": error,
+                "prevented": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for key in keys
+        ]
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), CHUNK):
+                conn.execute(self._insert_or_count(conn, rows[start : start + CHUNK]))
+        return self.claimed_by(token, fence)
+
+    def claimed_by(self, token: str, fence: int) -> list[Claim]:
+        """The claims a token holds; also how an unknown commit outcome is resolved."""
+        query = select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at).where(runs.c.claim == token)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [Claim(RunKey(*row), token, fence) for row in rows]
+
+    def start(self, claim: Claim) -> datetime | None:
+        """Mark the run started if the claim still holds; returns the start time or None."""
+        started_at = utcnow()
+        update = (
+            runs.update()
+            .where(claim.key.where(), runs.c.claim == claim.token, runs.c.started_at.is_(None))
+            .values(started_at=started_at, worker=worker_id(), updated_at=started_at)
+        )
+        with self.engine.begin() as conn:
+            return started_at if conn.execute(update).rowcount == 1 else None
+
+    def miss(self, claim: Claim, error: str, status: str = MISSED) -> None:
+        """Close a claimed run that will not start (too late, skipped, job gone)."""
+        now = utcnow()
+        update = (
+            runs.update()
+            .where(claim.key.where(), runs.c.claim == claim.token, runs.c.started_at.is_(None))
+            .values(status=status, finished_at=now, updated_at=now, error=error)
+        )
+        with self.engine.begin() as conn:
+            conn.execute(update)
+
+    def pending(self, fence: int, limit: int = 1000) -> list[tuple[RunKey, str | None]]:
+        """Runs nobody started: requested (no claim), claimed under another fence, or
+        claimed under ours but left behind (an unknown commit outcome, a failed start)."""
+        left_behind = utcnow() - timedelta(seconds=LEFT_BEHIND_S)
+        query = (
+            select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at, runs.c.claim)
+            .where(
+                runs.c.status == RUNNING,
+                runs.c.started_at.is_(None),
+                or_(
+                    runs.c.fence.is_(None),
+                    runs.c.fence != fence,
+                    runs.c.updated_at < left_behind,
+                ),
+            )
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(RunKey(*row[:3]), row[3]) for row in conn.execute(query)]
+
+    def adopt(self, candidates: Iterable[tuple[RunKey, str | None]], fence: int) -> list[Claim]:
+        """Take over runs that nobody started, if their claim is still the one we saw."""
+        token, now = new_token(), utcnow()
+        params = [
+            {
+                "b_job": key.job_id,
+                "b_trigger": key.trigger,
+                "b_at": key.scheduled_at,
+                "b_old": old,
+            }
+            for key, old in candidates
+        ]
+        if not params:
+            return []
+        update = (
+            runs.update()
+            .where(
+                runs.c.job_id == bindparam("b_job"),
+                runs.c.trigger == bindparam("b_trigger"),
+                runs.c.scheduled_at == bindparam("b_at"),
+                runs.c.claim.is_not_distinct_from(bindparam("b_old")),
+                runs.c.started_at.is_(None),
+                runs.c.status == RUNNING,
+            )
+            .values(claim=token, fence=fence, worker=worker_id(), updated_at=now)
+        )
+        with self.engine.begin() as conn:
+            conn.execute(update, params)
+        return self.claimed_by(token, fence)
+
+    def request_manual(self, job_id: str) -> RunKey:
+        """Queue a run-now request; the leader adopts and runs it."""
+        now = utcnow()
+        key = RunKey(job_id, MANUAL, now)
+        with self.engine.begin() as conn:
+            conn.execute(
+                runs.insert().values(
+                    job_id=job_id,
+                    trigger=MANUAL,
+                    scheduled_at=now,
+                    status=RUNNING,
+                    prevented=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return key
+
+    @staticmethod
+    def _insert_or_count(conn: Connection, rows: list[dict[str, Any]]) -> Insert:
+        """INSERT that, on a key already claimed, counts a prevented duplicate instead."""
+        name = conn.dialect.name
+        if name in MYSQL:
+            stmt = mysql.insert(runs).values(rows)
+            return stmt.on_duplicate_key_update(prevented=runs.c.prevented + 1)
+        dialect_insert = postgresql.insert if name == "postgresql" else sqlite.insert
+        stmt = dialect_insert(runs).values(rows)
+        return stmt.on_conflict_do_update(
+            index_elements=[runs.c.job_id, runs.c.trigger, runs.c.scheduled_at],
+            set_={"prevented": runs.c.prevented + 1},
+        )

@@ -1,0 +1,46 @@
+"""The cluster's shared state in the database: its identity and whether it is paused.
+
+Kept in the database, not in Redis, so a pause survives restarts of everything.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from .models import ClusterState, utcnow
+
+state = ClusterState.__table__
+ROW_ID = 1
+
+
+class Cluster:
+    """Reads and writes the single cluster-state row."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._cluster_id: str | None = None
+
+    @property
+    def cluster_id(self) -> str:
+        """A UUID made by the first migration: one per database, so one per deployment."""
+        if self._cluster_id is None:
+            with self.engine.connect() as conn:
+                self._cluster_id = conn.execute(
+                    select(state.c.cluster_id).where(state.c.id == ROW_ID)
+                ).scalar_one()
+        return self._cluster_id
+
+    def paused(self) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.execute(select(state.c.paused).where(state.c.id == ROW_ID)).scalar_one())
+
+    def set_paused(self, paused: bool) -> bool:
+        """Pause or resume processing everywhere; True if this changed the state."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                state.update()
+                .where(state.c.id == ROW_ID, state.c.paused != paused)
+                .values(paused=paused, updated_at=utcnow())
+            )
+            return result.rowcount == 1
