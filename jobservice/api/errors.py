@@ -1,0 +1,99 @@
+"""Every error leaves as JSON `{"error_message": ...}` with the right status, never HTML."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
+from flask import Flask, Response, current_app, request
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from ..errors import InvalidJob
+from ..jobstore import StaleJobError
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error with an HTTP status and a message meant for the client."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def error_response(
+    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    body: dict[str, Any] = {"error_message": message}
+    if field is not None:
+        body["field"] = field
+    response = current_app.response_class(json.dumps(body), status=status, mimetype="application/json")
+    response.headers.update(headers or {})
+    return response
+
+
+def json_body() -> Any:
+    """The request body parsed as JSON whatever its content type, as Flask-APScheduler does."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise ApiError(400, "the request body must be a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the request body is not valid JSON") from None
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers that turn every failure into a JSON error."""
+    app.register_error_handler(ApiError, lambda e: error_response(e.status, e.message, e.field))
+    app.register_error_handler(InvalidJob, lambda e: error_response(400, e.message, e.field))
+    app.register_error_handler(JobLookupError, _not_found)
+    app.register_error_handler(ConflictingIdError, _conflict)
+    app.register_error_handler(StaleJobError, _stale)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(OperationalError, _database_down)
+    app.register_error_handler(DBAPIError, _database_error)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def _not_found(exc: JobLookupError) -> Response:
+    job_id = (request.view_args or {}).get("job_id", "")
+    return error_response(404, f"Job {job_id} not found")
+
+
+def _conflict(exc: ConflictingIdError) -> Response:
+    return error_response(409, f"Job {exc.args[0]} already exists.")
+
+
+def _stale(exc: StaleJobError) -> Response:
+    return error_response(409, f"Job {exc.args[0]} keeps changing under concurrent writes; try again")
+
+
+def _http_error(exc: HTTPException) -> Response:
+    methods = getattr(exc, "valid_methods", None)
+    headers = {"Allow": ", ".join(methods)} if methods else None
+    return error_response(exc.code or 500, exc.description or exc.name, headers=headers)
+
+
+def _database_down(exc: OperationalError) -> Response:
+    # Never echo the driver's message: it can carry the host and user.
+    logger.warning("Database unavailable: %s", exc.__class__.__name__)
+    return error_response(503, "the database is unavailable; try again shortly")
+
+
+def _database_error(exc: DBAPIError) -> Response:
+    if exc.connection_invalidated:
+        return _database_down(exc)  # type: ignore[arg-type]
+    logger.exception("Database error")
+    return error_response(500, "internal error")
+
+
+def _unexpected(exc: Exception) -> Response:
+    logger.exception("Unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal error")

@@ -1,0 +1,279 @@
+"""Scheduler set-up: the store, the executor, job defaults, config jobs, and the leader switch.
+
+Every process gets a JobService whose scheduler is in standby (the store is live,
+so API writes on any worker reach it). Serving processes also join the election;
+the one holding the lease processes due jobs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+import zoneinfo
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import redis
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.base import STATE_RUNNING
+from flask import Flask, current_app
+from flask_apscheduler import APScheduler
+
+from config import ConfigError
+
+from . import lifecycle
+from .bus import RELEASED, WAKEUP, Bus, FileBus, RedisBus
+from .cluster_scheduler import ClusterScheduler
+from .database import startup_lock
+from .declared import Reconciled, parse_declared, reconcile
+from .executor import AppContextExecutor
+from .extensions import db
+from .jobdefs import JobRules
+from .jobstore import ClusterJobStore
+from .leadership import Elector
+from .leases import FileLease, LeaderInfo, Lease, RedisLease
+from .ledger import RunKey, RunLedger
+from .recorder import Recorder
+from .state import Cluster
+
+logger = logging.getLogger(__name__)
+
+EXTENSION = "jobservice"
+MAX_WORKERS_LIMIT = 1000
+
+
+class JobService:
+    """One app's scheduling: a standby scheduler, and its part in the leader election."""
+
+    def __init__(self, app: Flask) -> None:
+        config = app.config
+        self.engine = engine = db.engine
+        self.app = app
+        self.pid = os.getpid()
+        self.lease_s: float = config["LEADER_LEASE_SECONDS"]
+        self.redis_url: str | None = config["REDIS_URL"]
+        self.timezone = zoneinfo.ZoneInfo(config["SCHEDULER_TIMEZONE"])
+        self.store = ClusterJobStore(engine)
+        self.ledger = RunLedger(engine)
+        self.recorder = Recorder(engine)
+        self.cluster = Cluster(engine)
+        self.prefix = f"jobservice:{self.cluster.cluster_id}"
+        self.rules = JobRules(config["JOB_PACKAGES"], self.timezone, executors=("default",))
+        self.declared = parse_declared(self.rules, config.get("JOBS") or [], self._declared_context(config))
+        self.max_workers = _max_workers(config.get("SCHEDULER_EXECUTORS") or {})
+        self.executor = AppContextExecutor(app, self.ledger, self.recorder, self.fence, self.max_workers)
+        self.scheduler = ClusterScheduler(
+            ledger=self.ledger,
+            fence=self.fence,
+            cluster_paused=self.cluster.paused,
+            timezone=self.timezone,
+            job_defaults=dict(config["SCHEDULER_JOB_DEFAULTS"]),
+            jobstores={"default": self.store},
+            executors={"default": self.executor},
+        )
+        self.scheduler.start()  # standby: the store is live, nothing is processed
+        self.elector: Elector | None = None
+        self.started = False
+        self.should_restart_after_fork = False
+        self._open_connections()
+
+    # Roles ----------------------------------------------------------------------
+
+    def fence(self) -> int | None:
+        """Our fencing number while this process leads, else None."""
+        return self.elector.fence() if self.elector is not None else None
+
+    @property
+    def role(self) -> str:
+        return "leader" if self.fence() is not None else "follower"
+
+    def leader(self) -> LeaderInfo | None:
+        """The current leader, or None if nobody leads or the lease cannot be read."""
+        try:
+            return self.lease.leader()
+        except (redis.RedisError, OSError) as exc:
+            logger.debug("Cannot read the leader: %s", exc)
+            return None
+
+    def notify(self) -> None:
+        """Tell the leader, wherever it runs, that jobs or the cluster state changed."""
+        if self.fence() is not None:
+            self.scheduler.wakeup()
+        self.bus.publish(WAKEUP)
+
+    def set_paused(self, paused: bool) -> bool:
+        """Pause or resume processing on every process; True if the state changed."""
+        changed = self.cluster.set_paused(paused)
+        if changed:
+            logger.info("Cluster %s", "paused" if paused else "resumed")
+            self.notify()
+        return changed
+
+    def request_run(self, job_id: str) -> RunKey:
+        """Queue a run-now of an existing job; the leader picks it up at once."""
+        if self.scheduler.get_job(job_id) is None:
+            raise JobLookupError(job_id)
+        key = self.ledger.request_manual(job_id)
+        self.notify()
+        return key
+
+    def reconcile(self) -> Reconciled:
+        """Bring JOBS from config.py into the store (once, under the start-up lock)."""
+        with startup_lock(self.engine, self.app.instance_path):
+            return reconcile(self.scheduler, self.engine, self.declared)
+
+    # Joining and leaving the election --------------------------------------------
+
+    def start(self) -> None:
+        """Campaign for the lease and process due jobs whenever this process leads."""
+        if self.started:
+            return
+        if self.redis_url is None and self.engine.dialect.name != "sqlite":
+            logger.warning(
+                "REDIS_URL is not set: leadership is per host (a file lock). Set REDIS_URL "
+                "when several hosts share this database."
+            )
+        self.pid = os.getpid()
+        self.started = True
+        self.elector = Elector(self.lease, self.lease_s, self._on_role_change)
+        self.recorder.start()
+        self.scheduler.start_processing()
+        self.bus.listen(self._on_message)
+        self.elector.start()
+        lifecycle.register(self)
+
+    def stop(self, forking: bool = False) -> None:
+        """Leave the election: stop processing, hand the lease over, write pending outcomes."""
+        if not self.started or self.elector is None:
+            return
+        self.started = False
+        self.should_restart_after_fork = forking
+        led = self.elector.fence() is not None
+        self.elector.stop(release=True)
+        if led:
+            self.bus.publish(RELEASED)
+        self.bus.close()
+        self.scheduler.stop_processing()
+        self.recorder.stop()
+
+    def close(self) -> None:
+        """Stop everything, for tests and tools that build several apps in one process."""
+        self.stop()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.lease.close()
+        if self.redis is not None:
+            self.redis.close()
+
+    def after_fork(self) -> None:
+        """In a forked child: nothing of the parent's threads, sockets or locks is usable."""
+        self.engine.dispose(close=False)
+        self.scheduler._jobstores_lock = threading.RLock()
+        self.scheduler._executors_lock = threading.RLock()
+        self.scheduler._listeners_lock = threading.RLock()
+        self.executor._lock = threading.RLock()
+        self.executor._pool = concurrent.futures.ThreadPoolExecutor(
+            self.max_workers, thread_name_prefix="jobservice-job"
+        )
+        self.recorder = self.executor.recorder = Recorder(self.engine)
+        self.started = False
+        self.elector = None
+        self.pid = os.getpid()
+        self._open_connections()
+
+    def _open_connections(self) -> None:
+        self.redis: redis.Redis | None = None
+        self.lease: Lease
+        self.bus: Bus
+        if self.redis_url is not None:
+            self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            self.lease = RedisLease(self.redis_url, self.prefix, self.lease_s)
+            self.bus = RedisBus(self.redis, self.prefix)
+        else:
+            instance = Path(self.app.instance_path)
+            instance.mkdir(parents=True, exist_ok=True)
+            self.lease = FileLease(instance / f"leader-{self.cluster.cluster_id}.lock")
+            self.bus = FileBus(instance / f"events-{self.cluster.cluster_id}")
+
+    def _on_role_change(self, fence: int | None) -> None:
+        if fence is None:
+            if self.scheduler.state == STATE_RUNNING:
+                self.scheduler.pause()
+        else:
+            self.scheduler.resume()
+
+    def _on_message(self, message: str) -> None:
+        if message == RELEASED:
+            if self.elector is not None:
+                self.elector.poke()
+        elif self.fence() is not None:
+            self.scheduler.wakeup()
+
+    @staticmethod
+    def _declared_context(config: Mapping[str, Any]) -> dict[str, Any]:
+        """Settings a declared job's meaning depends on: a change re-applies it."""
+        return {"timezone": config["SCHEDULER_TIMEZONE"], "defaults": config["SCHEDULER_JOB_DEFAULTS"]}
+
+
+class FlaskScheduler(APScheduler):
+    """Flask-APScheduler's Python interface (`app.apscheduler`) over the cluster scheduler."""
+
+    def __init__(self, app: Flask, service: JobService) -> None:
+        super().__init__(scheduler=service.scheduler)
+        self._service = service
+        self.app = app
+        self.api_enabled = app.config["SCHEDULER_API_ENABLED"]
+        self.api_prefix = app.config["SCHEDULER_API_PREFIX"]
+        app.apscheduler = self  # type: ignore[attr-defined]
+
+    def start(self, paused: bool = False) -> None:
+        self._service.start()
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._service.stop()
+
+    def pause(self) -> None:
+        self._service.set_paused(True)
+
+    def resume(self) -> None:
+        self._service.set_paused(False)
+
+    def run_job(self, id: str, jobstore: str | None = None) -> None:  # noqa: A002 (upstream name)
+        self._service.request_run(id)
+
+
+def init_app(app: Flask) -> None:
+    """Create the app's JobService; serving processes reconcile JOBS and join the election."""
+    with app.app_context():
+        service = JobService(app)
+    app.extensions[EXTENSION] = service
+    FlaskScheduler(app, service)
+    if lifecycle.joins_election(app):
+        with app.app_context():
+            service.reconcile()
+        service.start()
+
+
+def current_service() -> JobService:
+    """The JobService of the app in the current context."""
+    return current_app.extensions[EXTENSION]
+
+
+def _max_workers(executors: Mapping[str, Any]) -> int:
+    """SCHEDULER_EXECUTORS keeps Flask-APScheduler's meaning, limited to what can push a context."""
+    if set(executors) - {"default"}:
+        raise ConfigError("SCHEDULER_EXECUTORS may only configure the 'default' executor")
+    default = executors.get("default", {})
+    kind = default.get("type", "threadpool") if isinstance(default, Mapping) else None
+    if kind != "threadpool" or "class" in default:
+        raise ConfigError(
+            "SCHEDULER_EXECUTORS['default'] must be {'type': 'threadpool', 'max_workers': N}: "
+            "runs need this process's app context"
+        )
+    workers = default.get("max_workers", 20)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS_LIMIT:
+        raise ConfigError(f"SCHEDULER_EXECUTORS['default']['max_workers'] must be 1 to {MAX_WORKERS_LIMIT}")
+    return workers

@@ -1,0 +1,144 @@
+"""Trigger fields from JSON (or config.py) to APScheduler triggers, with errors naming the field.
+
+APScheduler accepts some bad values silently (an interval of zero becomes one
+second); these checks refuse them before a trigger is built.
+"""
+
+from __future__ import annotations
+
+import math
+import zoneinfo
+from collections.abc import Mapping
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .errors import InvalidJob
+
+INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
+TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {
+    "date": ("run_date", "timezone"),
+    "interval": (*INTERVAL_UNITS, "start_date", "end_date", "timezone", "jitter"),
+    "cron": (*CRON_FIELDS, "start_date", "end_date", "timezone", "jitter"),
+}
+ALL_TRIGGER_FIELDS = frozenset(f for fields in TRIGGER_FIELDS.values() for f in fields)
+ISO_EXAMPLE = "2026-11-24T09:30:00+00:00"
+
+
+def build_trigger(name: object, fields: Mapping[str, Any], default_tz: tzinfo) -> BaseTrigger:
+    """Build the named trigger from its fields; InvalidJob names the first bad one."""
+    if name not in TRIGGER_FIELDS:
+        raise InvalidJob("trigger", "trigger must be one of: cron, interval, date")
+    for field in fields:
+        if field not in TRIGGER_FIELDS[name]:
+            raise InvalidJob(
+                field,
+                f"{field} is not a field of the {name} trigger; "
+                f"its fields are: {', '.join(TRIGGER_FIELDS[name])}",
+            )
+    tz = _timezone(fields["timezone"]) if "timezone" in fields else default_tz
+    dates = {
+        f: parse_datetime(f, fields[f], tz) for f in ("run_date", "start_date", "end_date") if f in fields
+    }
+    if "start_date" in dates and "end_date" in dates and dates["end_date"] < dates["start_date"]:
+        raise InvalidJob("end_date", "end_date must not be before start_date")
+    if name == "date":
+        return DateTrigger(run_date=dates.get("run_date"), timezone=tz)
+    jitter = _jitter(fields.get("jitter"))
+    if name == "interval":
+        return _interval(fields, dates, tz, jitter)
+    return _cron(fields, dates, tz, jitter)
+
+
+def parse_datetime(field: str, value: object, tz: tzinfo) -> datetime:
+    """An ISO 8601 string (or a datetime from config.py); naive values are in `tz`."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidJob(field, f"{field} must be an ISO 8601 date-time such as {ISO_EXAMPLE}") from None
+    else:
+        raise InvalidJob(field, f"{field} must be an ISO 8601 date-time string such as {ISO_EXAMPLE}")
+    return parsed.replace(tzinfo=tz) if parsed.tzinfo is None else parsed
+
+
+def _timezone(value: object) -> tzinfo:
+    if isinstance(value, str):
+        try:
+            return zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    raise InvalidJob("timezone", "timezone must be an IANA time zone name such as UTC or Europe/Paris")
+
+
+def _number(field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidJob(field, f"{field} must be a number")
+    if value < 0:
+        raise InvalidJob(field, f"{field} must not be negative")
+    return value
+
+
+def _jitter(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidJob("jitter", "jitter must be a whole number of seconds, 0 or more")
+    return value
+
+
+def _interval(
+    fields: Mapping[str, Any], dates: dict[str, datetime], tz: tzinfo, jitter: int | None
+) -> IntervalTrigger:
+    amounts = {unit: _number(unit, fields[unit]) for unit in INTERVAL_UNITS if unit in fields}
+    field = next(iter(amounts), "seconds")
+    try:
+        length = timedelta(**amounts)
+    except OverflowError:
+        raise InvalidJob(field, "the interval is too long") from None
+    if length <= timedelta(0):
+        # APScheduler would silently turn this into one second.
+        raise InvalidJob(
+            field, "the interval must be longer than zero: give weeks, days, hours, minutes or seconds"
+        )
+    return IntervalTrigger(
+        **amounts,
+        start_date=dates.get("start_date"),
+        end_date=dates.get("end_date"),
+        timezone=tz,
+        jitter=jitter,
+    )
+
+
+def _cron(
+    fields: Mapping[str, Any], dates: dict[str, datetime], tz: tzinfo, jitter: int | None
+) -> CronTrigger:
+    values: dict[str, int | str] = {}
+    for field in CRON_FIELDS:
+        if field not in fields:
+            continue
+        value = fields[field]
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise InvalidJob(field, f"{field} must be a cron expression (a string) or a whole number")
+        try:  # one field at a time, so the error can name it
+            CronTrigger(**{field: value}, timezone=tz)
+        except ValueError as exc:
+            raise InvalidJob(field, f"{field}: {exc}") from None
+        values[field] = value
+    try:
+        return CronTrigger(
+            **values,
+            start_date=dates.get("start_date"),
+            end_date=dates.get("end_date"),
+            timezone=tz,
+            jitter=jitter,
+        )
+    except ValueError as exc:
+        raise InvalidJob("trigger", f"cron trigger: {exc}") from None
