@@ -1,0 +1,158 @@
+"""Fixtures: real SQLite and MariaDB (a fresh database per test), real Redis, app factories."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+import redis
+from flask import Flask
+from sqlalchemy import select
+
+import config
+
+# Tests never read a developer's .env or shell settings: every variable is set
+# (empty means "use the default"), and each test passes what it needs.
+for _name in config.SETTINGS:
+    os.environ[_name] = ""
+os.environ["JOBSERVICE_ENV"] = "testing"
+
+from jobservice import create_app  # noqa: E402
+from jobservice.extensions import db  # noqa: E402
+from tests import jobfuncs  # noqa: E402
+
+MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+REDIS_URL = "redis://127.0.0.1:6379/0"
+START_MARIADB = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
+START_REDIS = (
+    'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
+    "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"
+)
+TEST_JOB_PACKAGES = ("jobs", "tests.jobfuncs")
+
+
+def unavailable(what: str, how: str) -> None:
+    """Under CI=true a missing service fails the run; elsewhere the test is skipped."""
+    message = f"{what} is not reachable; start it with: {how}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
+    """Poll until predicate() is truthy; return its value or fail after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        time.sleep(interval_s)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> dict[str, Any]:
+    try:
+        pymysql.connect(**MARIADB, connect_timeout=3).close()
+    except pymysql.Error:
+        unavailable("MariaDB at 127.0.0.1:3306", START_MARIADB)
+    return MARIADB
+
+
+def new_mariadb_database() -> str:
+    name = f"jobservice_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with pymysql.connect(**MARIADB) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    return name
+
+
+def drop_mariadb_database(name: str) -> None:
+    with pymysql.connect(**MARIADB) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def mariadb_url(mariadb_server: dict[str, Any]) -> Iterator[str]:
+    """A database of this test's own, dropped afterwards."""
+    name = new_mariadb_database()
+    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    drop_mariadb_database(name)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The shared Redis; keys are namespaced by each test database's cluster id."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError:
+        unavailable("Redis at 127.0.0.1:6379", START_REDIS)
+    return REDIS_URL
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/jobservice.sqlite3"
+    return request.getfixturevalue("mariadb_url")
+
+
+def settings(database_url: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": None,
+        "SCHEDULER_AUTOSTART": False,
+        "JOB_PACKAGES": TEST_JOB_PACKAGES,
+        **overrides,
+    }
+
+
+def close_app(app: Flask) -> None:
+    service = app.extensions["jobservice"]
+    service.close()
+    for path in Path(app.instance_path).glob(f"*{service.cluster.cluster_id}*"):
+        path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
+    """Build apps on this test's database; each is closed at the end of the test."""
+    apps: list[Flask] = []
+
+    def make(**overrides: Any) -> Flask:
+        app = create_app(settings(database_url, **overrides))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in reversed(apps):
+        close_app(app)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def fires(app: Flask) -> Callable[[], list[Any]]:
+    """Create the jobs' own table; returns a function reading what they wrote."""
+    with app.app_context():
+        jobfuncs.metadata.create_all(db.engine)
+
+    def read() -> list[Any]:
+        with app.app_context(), db.engine.connect() as conn:
+            return list(conn.execute(select(jobfuncs.fires).order_by(jobfuncs.fires.c.id)))
+
+    return read

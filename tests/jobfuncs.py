@@ -1,0 +1,81 @@
+"""Job functions used by the tests; scheduled as "tests.jobfuncs:<name>".
+
+Each writes what it saw into `test_fires`, a table of the tests' own, so
+assertions are made on data the jobs wrote, not on logs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import current_app, g
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert
+
+from jobservice.extensions import db
+from jobservice.models import UTCDateTime, utcnow
+
+metadata = MetaData()
+fires = Table(
+    "test_fires",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(191)),
+    Column("scheduled_at", UTCDateTime),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("trigger", String(16)),
+    Column("fence", Integer),
+    Column("pid", Integer),
+    Column("note", String(255)),
+    Column("created", DateTime),
+)
+
+
+def record(note: str = "") -> None:
+    """Write this run's identity through the app's database session."""
+    run = g.jobservice_run
+    db.session.execute(
+        insert(fires).values(
+            job_id=run.job_id,
+            scheduled_at=run.scheduled_at,
+            started_at=utcnow(),
+            trigger=run.trigger,
+            fence=run.fence,
+            pid=os.getpid(),
+            note=note,
+        )
+    )
+    db.session.commit()
+
+
+def record_config(key: str) -> None:
+    """Read a setting through current_app and store it: proves the app context is pushed."""
+    record(str(current_app.config[key]))
+
+
+def slow(seconds: float) -> None:
+    """Record the start, sleep, then record the finish time."""
+    record("start")
+    time.sleep(seconds)
+    record("end")
+
+
+def fail(message: str = "boom") -> None:
+    raise RuntimeError(message)
+
+
+def noop() -> None:
+    """Does nothing; for API tests that never run jobs."""
+
+
+def needs_two(a: int, b: int) -> int:
+    return a + b
+
+
+async def coroutine() -> None:
+    """Async functions cannot be scheduled (jobs run in threads)."""
+
+
+def _private() -> None:
+    """Private functions cannot be scheduled."""

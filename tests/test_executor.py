@@ -1,0 +1,148 @@
+"""Runs go through the executor: app context pushed and popped, claimed, and recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
+from flask import Flask, g, has_app_context
+from sqlalchemy import select
+
+from jobservice.extensions import db
+from jobservice.identity import worker_id
+from jobservice.models import JobRun
+from tests import jobfuncs
+from tests.conftest import wait_for
+
+
+def leading_app(make_app: Callable[..., Flask], **overrides: Any) -> Flask:
+    """An app that joins the election (it is alone, so it leads) with the jobs' table ready."""
+    app = make_app(SCHEDULER_AUTOSTART=True, **overrides)
+    with app.app_context():
+        jobfuncs.metadata.create_all(db.engine)
+    wait_for(lambda: app.extensions["jobservice"].role == "leader")
+    return app
+
+
+def fires(app: Flask) -> list[Any]:
+    with app.app_context(), db.engine.connect() as conn:
+        return list(conn.execute(select(jobfuncs.fires).order_by(jobfuncs.fires.c.id)))
+
+
+def runs(app: Flask, job_id: str) -> list[JobRun]:
+    with app.app_context():
+        query = select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.id)
+        return list(db.session.execute(query).scalars())
+
+
+def finished_runs(app: Flask, job_id: str, count: int = 1) -> list[JobRun]:
+    def done() -> list[JobRun] | None:
+        rows = [r for r in runs(app, job_id) if r.status != "running"]
+        return rows if len(rows) >= count else None
+
+    return wait_for(done)
+
+
+def soon(seconds: float = 0.3) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
+
+
+def test_job_reads_config_and_writes_the_database_and_succeeds(make_app: Callable[..., Flask]) -> None:
+    app = leading_app(make_app, REPORT_TITLE="weekly numbers")
+    client = app.test_client()
+    response = client.post(
+        "/scheduler/jobs",
+        json={"id": "cfg", "func": "tests.jobfuncs:record_config", "args": ["REPORT_TITLE"], "run_date": soon()},
+    )
+    assert response.status_code == 200
+    [run] = finished_runs(app, "cfg")
+    [fire] = fires(app)
+    assert fire.note == "weekly numbers"  # read through current_app, written through db.session
+    assert run.status == "succeeded" and run.error is None
+    assert run.trigger == "scheduled" and run.fence is not None and run.worker == worker_id()
+    assert run.scheduled_at <= run.started_at <= run.finished_at
+    assert fire.scheduled_at == run.scheduled_at
+    assert client.get("/scheduler/jobs/cfg").status_code == 404  # a date job is gone after its run
+
+
+def test_failing_job_records_failed_with_its_traceback(make_app: Callable[..., Flask]) -> None:
+    app = leading_app(make_app)
+    body = {"id": "bad", "func": "tests.jobfuncs:fail", "kwargs": {"message": "disk full"}, "run_date": soon()}
+    app.test_client().post("/scheduler/jobs", json=body)
+    [run] = finished_runs(app, "bad")
+    assert run.status == "failed"
+    assert "Traceback" in run.error and "RuntimeError: disk full" in run.error
+    assert run.finished_at >= run.started_at
+
+
+def test_app_context_is_pushed_for_the_run_and_popped_after(make_app: Callable[..., Flask]) -> None:
+    app = leading_app(make_app)
+    torn_down: list[str] = []
+
+    @app.teardown_appcontext
+    def note_teardown(exc: BaseException | None) -> None:
+        # Runs when an app context is popped; the run's own context carries its info in g.
+        run = g.get("jobservice_run")
+        if run is not None:
+            torn_down.append(run.job_id)
+
+    app.test_client().post("/scheduler/jobs", json={"id": "ctx", "func": "tests.jobfuncs:record", "run_date": soon()})
+    [run] = finished_runs(app, "ctx")
+    assert run.status == "succeeded"  # record() used g and db.session: the context was there
+    assert wait_for(lambda: torn_down) == ["ctx"]  # and it was popped after the run
+    assert not has_app_context()
+
+
+def test_run_now_goes_through_the_executor_without_blocking(make_app: Callable[..., Flask]) -> None:
+    app = leading_app(make_app)
+    client = app.test_client()
+    body = {"id": "slow", "func": "tests.jobfuncs:slow", "args": [3], "trigger": "interval", "hours": 1}
+    client.post("/scheduler/jobs", json=body)
+    response = client.post("/scheduler/jobs/slow/run")
+    assert response.status_code == 200 and response.json["id"] == "slow"
+    # The response came back before the job finished: nothing has finished yet.
+    assert all(r.finished_at is None for r in runs(app, "slow"))
+    wait_for(lambda: [f for f in fires(app) if f.note == "start"])
+    [run] = finished_runs(app, "slow")
+    assert run.trigger == "manual" and run.status == "succeeded"
+    start, end = fires(app)
+    assert start.trigger == "manual" and end.note == "end"
+    assert response.json["next_run_time"]  # the schedule itself is untouched
+
+
+def test_missed_run_is_recorded_and_not_run(make_app: Callable[..., Flask]) -> None:
+    app = leading_app(make_app)
+    past = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat()
+    body = {"id": "late", "func": "tests.jobfuncs:record", "run_date": past, "misfire_grace_time": 5}
+    app.test_client().post("/scheduler/jobs", json=body)
+    [run] = finished_runs(app, "late")
+    assert run.status == "missed" and run.started_at is None
+    assert "missed" in run.error
+    assert fires(app) == []
+
+
+def test_max_instances_skips_overlapping_runs(make_app: Callable[..., Flask]) -> None:
+    app = leading_app(make_app)
+    body = {"id": "busy", "func": "tests.jobfuncs:slow", "args": [2.5], "trigger": "interval", "seconds": 1}
+    app.test_client().post("/scheduler/jobs", json=body)
+    skipped = wait_for(lambda: [r for r in runs(app, "busy") if r.status == "missed"], timeout_s=10)
+    assert "instance" in skipped[0].error
+    app.test_client().post("/scheduler/jobs/busy/pause")
+    rows = fires(app)
+    starts = [f for f in rows if f.note == "start"]
+    ends = [f for f in rows if f.note == "end"]
+    # Never two at once: each start comes after the previous run's end.
+    for previous_end, next_start in zip(ends, starts[1:], strict=False):
+        assert next_start.started_at >= previous_end.started_at
+
+
+def test_listener_events_carry_job_and_scheduled_time(make_app: Callable[..., Flask]) -> None:
+    app = leading_app(make_app)
+    events: list[JobExecutionEvent] = []
+    app.apscheduler.add_listener(events.append, EVENT_JOB_ERROR)  # type: ignore[attr-defined]
+    app.test_client().post("/scheduler/jobs", json={"id": "ev", "func": "tests.jobfuncs:fail", "run_date": soon()})
+    [event] = wait_for(lambda: events)
+    assert event.job_id == "ev" and isinstance(event.exception, RuntimeError)
+    assert "RuntimeError" in event.traceback

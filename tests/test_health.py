@@ -1,0 +1,66 @@
+"""GET /health, and the API while the database is unreachable (a real cut connection)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from flask import Flask
+
+from jobservice import create_app
+from tests.conftest import close_app, settings, wait_for
+from tests.netproxy import TcpProxy
+
+
+def test_health_of_a_leading_process(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SCHEDULER_AUTOSTART=True)
+    wait_for(lambda: app.extensions["jobservice"].role == "leader")
+    response = app.test_client().get("/health")
+    assert response.status_code == 200
+    body = response.json
+    assert body["status"] == "ok" and body["role"] == "leader"
+    assert body["leader"] == app.extensions["jobservice"].leader().worker
+    assert body["database"] == "ok" and body["redis"] == "not configured"
+    assert body["jobs"] == 0 and body["fence"] >= 1
+
+
+def test_health_with_redis(make_app: Callable[..., Flask], redis_url: str) -> None:
+    app = make_app(SCHEDULER_AUTOSTART=True, REDIS_URL=redis_url)
+    wait_for(lambda: app.extensions["jobservice"].role == "leader")
+    body = app.test_client().get("/health").json
+    assert body["status"] == "ok" and body["redis"] == "ok" and body["role"] == "leader"
+
+
+def test_follower_without_a_leader_is_degraded(make_app: Callable[..., Flask]) -> None:
+    body = make_app().test_client().get("/health").json  # this process never campaigns
+    assert body["status"] == "degraded" and body["role"] == "follower" and body["leader"] is None
+
+
+@pytest.fixture
+def proxied_app(mariadb_url: str) -> Iterator[tuple[Flask, TcpProxy]]:
+    """An app whose MariaDB connection runs through a proxy the test can cut."""
+    proxy = TcpProxy("127.0.0.1", 3306)
+    url = mariadb_url.replace("127.0.0.1:3306", f"127.0.0.1:{proxy.port}")
+    app = create_app(settings(url))
+    yield app, proxy
+    proxy.restore()
+    close_app(app)
+    proxy.close()
+
+
+def test_database_unreachable_gives_503_json_and_recovers(proxied_app: tuple[Flask, TcpProxy]) -> None:
+    app, proxy = proxied_app
+    client = app.test_client()
+    assert client.get("/health").status_code == 200
+    proxy.cut()
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json["status"] == "error" and response.json["database"] == "unreachable"
+    for method, path in [("GET", "/scheduler/jobs"), ("GET", "/scheduler"), ("POST", "/scheduler/pause")]:
+        response = client.open(path, method=method)
+        assert response.status_code == 503, (path, response.data[:200])
+        assert response.is_json and "database" in response.json["error_message"]
+        assert "127.0.0.1" not in response.json["error_message"]
+    proxy.restore()
+    assert wait_for(lambda: client.get("/health").status_code == 200)
+    assert client.get("/scheduler/jobs").status_code == 200
