@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from alembic import command
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import Flask
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
@@ -68,6 +70,24 @@ def upgrade() -> None:
     """Apply the shipped migrations (the same as `flask db upgrade`)."""
     config = migrate.get_config(MIGRATIONS_DIR)
     command.upgrade(config, "head")
+
+
+def check_schema() -> None:
+    """Refuse to serve on a schema older than this release's migrations, saying what to run."""
+    config = migrate.get_config(MIGRATIONS_DIR)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        current = context.get_current_revision()
+    if current != head:
+        raise SchemaOutOfDate(
+            f"the database schema is at {current or 'nothing'}, this release needs {head}: "
+            "run `flask --app run db upgrade`, or set DB_AUTO_UPGRADE=true"
+        )
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database has not been migrated to this release's schema."""
 
 
 @contextmanager

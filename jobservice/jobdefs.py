@@ -186,6 +186,9 @@ def _job_id(value: object) -> str:
         raise InvalidJob("id", f"id must be at most {MAX_ID_LENGTH} characters")
     if "/" in value or not value.isprintable():
         raise InvalidJob("id", "id must not contain '/' or control characters (it is part of URLs)")
+    if value != value.strip():
+        # MySQL compares keys ignoring trailing spaces: "a" and "a " would be one job.
+        raise InvalidJob("id", "id must not start or end with whitespace")
     return value
 
 

@@ -27,7 +27,7 @@ from config import ConfigError
 from . import lifecycle
 from .bus import RELEASED, WAKEUP, Bus, FileBus, RedisBus
 from .cluster_scheduler import ClusterScheduler
-from .database import startup_lock
+from .database import check_schema, startup_lock
 from .declared import Reconciled, parse_declared, reconcile
 from .executor import AppContextExecutor
 from .extensions import db
@@ -60,7 +60,6 @@ class JobService:
         self.ledger = RunLedger(engine)
         self.recorder = Recorder(engine)
         self.cluster = Cluster(engine)
-        self.prefix = f"jobservice:{self.cluster.cluster_id}"
         self.rules = JobRules(config["JOB_PACKAGES"], self.timezone, executors=("default",))
         self.declared = parse_declared(self.rules, config.get("JOBS") or [], self._declared_context(config))
         self.max_workers = _max_workers(config.get("SCHEDULER_EXECUTORS") or {})
@@ -78,7 +77,7 @@ class JobService:
         self.elector: Elector | None = None
         self.started = False
         self.should_restart_after_fork = False
-        self._open_connections()
+        self._connections: tuple[redis.Redis | None, Lease, Bus] | None = None
 
     # Roles ----------------------------------------------------------------------
 
@@ -164,9 +163,11 @@ class JobService:
         self.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
-        self.lease.close()
-        if self.redis is not None:
-            self.redis.close()
+        if self._connections is not None:
+            client, lease, _ = self._connections
+            lease.close()
+            if client is not None:
+                client.close()
 
     def after_fork(self) -> None:
         """In a forked child: nothing of the parent's threads, sockets or locks is usable."""
@@ -182,21 +183,36 @@ class JobService:
         self.started = False
         self.elector = None
         self.pid = os.getpid()
-        self._open_connections()
+        self._connections = None  # the parent's sockets are not ours
 
-    def _open_connections(self) -> None:
-        self.redis: redis.Redis | None = None
-        self.lease: Lease
-        self.bus: Bus
-        if self.redis_url is not None:
-            self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
-            self.lease = RedisLease(self.redis_url, self.prefix, self.lease_s)
-            self.bus = RedisBus(self.redis, self.prefix)
-        else:
-            instance = Path(self.app.instance_path)
-            instance.mkdir(parents=True, exist_ok=True)
-            self.lease = FileLease(instance / f"leader-{self.cluster.cluster_id}.lock")
-            self.bus = FileBus(instance / f"events-{self.cluster.cluster_id}")
+    # Connections of this process, opened on first use (they need the schema's cluster id)
+
+    @property
+    def redis(self) -> redis.Redis | None:
+        return self._open()[0]
+
+    @property
+    def lease(self) -> Lease:
+        return self._open()[1]
+
+    @property
+    def bus(self) -> Bus:
+        return self._open()[2]
+
+    def _open(self) -> tuple[redis.Redis | None, Lease, Bus]:
+        if self._connections is None:
+            cluster_id = self.cluster.cluster_id
+            if self.redis_url is not None:
+                prefix = f"jobservice:{cluster_id}"
+                client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+                lease: Lease = RedisLease(self.redis_url, prefix, self.lease_s)
+                self._connections = (client, lease, RedisBus(client, prefix))
+            else:
+                instance = Path(self.app.instance_path)
+                instance.mkdir(parents=True, exist_ok=True)
+                lease = FileLease(instance / f"leader-{cluster_id}.lock")
+                self._connections = (None, lease, FileBus(instance / f"events-{cluster_id}"))
+        return self._connections
 
     def _on_role_change(self, fence: int | None) -> None:
         if fence is None:
@@ -249,12 +265,12 @@ def init_app(app: Flask) -> None:
     """Create the app's JobService; serving processes reconcile JOBS and join the election."""
     with app.app_context():
         service = JobService(app)
-    app.extensions[EXTENSION] = service
-    FlaskScheduler(app, service)
-    if lifecycle.joins_election(app):
-        with app.app_context():
+        app.extensions[EXTENSION] = service
+        FlaskScheduler(app, service)
+        if lifecycle.joins_election(app):
+            check_schema()
             service.reconcile()
-        service.start()
+            service.start()
 
 
 def current_service() -> JobService:

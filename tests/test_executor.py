@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
@@ -46,7 +46,7 @@ def finished_runs(app: Flask, job_id: str, count: int = 1) -> list[JobRun]:
 
 
 def soon(seconds: float = 0.3) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
 
 
 def test_job_reads_config_and_writes_the_database_and_succeeds(make_app: Callable[..., Flask]) -> None:
@@ -54,7 +54,12 @@ def test_job_reads_config_and_writes_the_database_and_succeeds(make_app: Callabl
     client = app.test_client()
     response = client.post(
         "/scheduler/jobs",
-        json={"id": "cfg", "func": "tests.jobfuncs:record_config", "args": ["REPORT_TITLE"], "run_date": soon()},
+        json={
+            "id": "cfg",
+            "func": "tests.jobfuncs:record_config",
+            "args": ["REPORT_TITLE"],
+            "run_date": soon(),
+        },
     )
     assert response.status_code == 200
     [run] = finished_runs(app, "cfg")
@@ -69,7 +74,12 @@ def test_job_reads_config_and_writes_the_database_and_succeeds(make_app: Callabl
 
 def test_failing_job_records_failed_with_its_traceback(make_app: Callable[..., Flask]) -> None:
     app = leading_app(make_app)
-    body = {"id": "bad", "func": "tests.jobfuncs:fail", "kwargs": {"message": "disk full"}, "run_date": soon()}
+    body = {
+        "id": "bad",
+        "func": "tests.jobfuncs:fail",
+        "kwargs": {"message": "disk full"},
+        "run_date": soon(),
+    }
     app.test_client().post("/scheduler/jobs", json=body)
     [run] = finished_runs(app, "bad")
     assert run.status == "failed"
@@ -88,7 +98,9 @@ def test_app_context_is_pushed_for_the_run_and_popped_after(make_app: Callable[.
         if run is not None:
             torn_down.append(run.job_id)
 
-    app.test_client().post("/scheduler/jobs", json={"id": "ctx", "func": "tests.jobfuncs:record", "run_date": soon()})
+    app.test_client().post(
+        "/scheduler/jobs", json={"id": "ctx", "func": "tests.jobfuncs:record", "run_date": soon()}
+    )
     [run] = finished_runs(app, "ctx")
     assert run.status == "succeeded"  # record() used g and db.session: the context was there
     assert wait_for(lambda: torn_down) == ["ctx"]  # and it was popped after the run
@@ -114,7 +126,7 @@ def test_run_now_goes_through_the_executor_without_blocking(make_app: Callable[.
 
 def test_missed_run_is_recorded_and_not_run(make_app: Callable[..., Flask]) -> None:
     app = leading_app(make_app)
-    past = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat()
+    past = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
     body = {"id": "late", "func": "tests.jobfuncs:record", "run_date": past, "misfire_grace_time": 5}
     app.test_client().post("/scheduler/jobs", json=body)
     [run] = finished_runs(app, "late")
@@ -142,7 +154,9 @@ def test_listener_events_carry_job_and_scheduled_time(make_app: Callable[..., Fl
     app = leading_app(make_app)
     events: list[JobExecutionEvent] = []
     app.apscheduler.add_listener(events.append, EVENT_JOB_ERROR)  # type: ignore[attr-defined]
-    app.test_client().post("/scheduler/jobs", json={"id": "ev", "func": "tests.jobfuncs:fail", "run_date": soon()})
+    app.test_client().post(
+        "/scheduler/jobs", json={"id": "ev", "func": "tests.jobfuncs:fail", "run_date": soon()}
+    )
     [event] = wait_for(lambda: events)
     assert event.job_id == "ev" and isinstance(event.exception, RuntimeError)
     assert "RuntimeError" in event.traceback

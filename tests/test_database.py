@@ -1,0 +1,156 @@
+"""The schema: migrations (also from several processes at once), MySQL types, timestamps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Flask
+from sqlalchemy import create_engine, func, select, text
+
+from jobservice import create_app
+from jobservice.database import SchemaOutOfDate
+from jobservice.extensions import db
+from jobservice.models import JobRun, utcnow
+from tests.conftest import close_app, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env(database_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "JOBSERVICE_ENV": "testing",
+        "DATABASE_URL": database_url,
+        "SCHEDULER_AUTOSTART": "false",
+        "JOB_PACKAGES": "jobs,tests.jobfuncs",
+    }
+
+
+def test_mysql_column_types_hold_real_jobs(mariadb_url: str) -> None:
+    app = create_app(settings(mariadb_url))
+    with app.app_context(), db.engine.connect() as conn:
+        columns = dict(
+            conn.execute(
+                text(
+                    "SELECT CONCAT(table_name, '.', column_name), column_type FROM information_schema.columns "
+                    "WHERE table_schema = DATABASE()"
+                )
+            ).all()
+        )
+        collation = conn.execute(
+            text(
+                "SELECT collation_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+                "AND table_name = 'apscheduler_jobs' AND column_name = 'id'"
+            )
+        ).scalar_one()
+    close_app(app)
+    assert columns["apscheduler_jobs.next_run_time"] == "double"
+    assert columns["apscheduler_jobs.job_state"] == "longblob"  # a BLOB stops at 64 KB
+    assert columns["jobservice_runs.scheduled_at"] == "datetime(6)"
+    assert collation == "utf8mb4_bin"
+
+
+def test_job_larger_than_64kb_round_trips(client: object) -> None:
+    payload = "x" * 200_000
+    body = {
+        "id": "big",
+        "func": "tests.jobfuncs:record",
+        "args": [payload],
+        "trigger": "interval",
+        "hours": 1,
+    }
+    assert client.post("/scheduler/jobs", json=body).status_code == 200  # type: ignore[attr-defined]
+    assert client.get("/scheduler/jobs/big").json["args"] == [payload]  # type: ignore[attr-defined]
+
+
+def test_ids_are_case_sensitive_and_never_padded(client: object) -> None:
+    def post(job_id: str) -> int:
+        body = {"id": job_id, "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
+        return client.post("/scheduler/jobs", json=body).status_code  # type: ignore[attr-defined]
+
+    assert post("Report") == 200 and post("report") == 200  # two jobs, on MySQL too
+    assert post("report ") == 400  # MySQL would treat it as "report"
+    assert len(client.get("/scheduler/jobs").json) == 2  # type: ignore[attr-defined]
+
+
+def test_timestamps_are_set_per_row_in_utc(app: Flask) -> None:
+    with app.app_context():
+        first = JobRun(job_id="a", trigger="manual", scheduled_at=utcnow(), status="running")
+        db.session.add(first)
+        db.session.commit()
+        time.sleep(0.01)
+        second = JobRun(job_id="b", trigger="manual", scheduled_at=utcnow(), status="running")
+        db.session.add(second)
+        db.session.commit()
+        assert second.created_at > first.created_at  # a callable default, not a value fixed at import
+        assert first.created_at.utcoffset().total_seconds() == 0
+        created = first.created_at
+        time.sleep(0.01)
+        first.status = "succeeded"
+        db.session.commit()
+        assert first.updated_at > created and first.created_at == created
+
+
+def test_workers_starting_together_migrate_once(database_url: str) -> None:
+    code = "from jobservice import create_app; create_app()"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], cwd=ROOT, env=child_env(database_url), stderr=subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    for child in children:
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err.decode()[-2000:]
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM jobservice_alembic_version")).scalars().all() == [
+            "0001"
+        ]
+        assert conn.execute(text("SELECT COUNT(*) FROM jobservice_cluster")).scalar_one() == 1
+    engine.dispose()
+
+
+def test_flask_db_upgrade_command(database_url: str) -> None:
+    env = {**child_env(database_url), "DB_AUTO_UPGRADE": "false"}
+    flask = [sys.executable, "-m", "flask", "--app", "run", "db"]
+    upgrade = subprocess.run(
+        [*flask, "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert upgrade.returncode == 0, upgrade.stderr[-2000:]
+    current = subprocess.run(
+        [*flask, "current"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "0001 (head)" in current.stdout
+
+
+def test_existing_apscheduler_table_is_adopted(make_app: Callable[..., Flask], database_url: str) -> None:
+    """A deployment moving from plain Flask-APScheduler keeps its jobs."""
+    engine = create_engine(database_url)
+    plain = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=engine)}, timezone="UTC")
+    plain.start(paused=True)
+    plain.add_job("tests.jobfuncs:noop", "interval", minutes=7, id="legacy")
+    plain.shutdown()
+    engine.dispose()
+    app = make_app()
+    job = app.test_client().get("/scheduler/jobs/legacy").json
+    assert job["id"] == "legacy" and job["minutes"] == 7
+    assert app.test_client().post("/scheduler/jobs/legacy/pause").status_code == 200
+    with app.app_context(), db.engine.connect() as conn:
+        assert (
+            conn.execute(select(func.max(text("version"))).select_from(text("apscheduler_jobs"))).scalar()
+            == 2
+        )
+
+
+def test_serving_on_an_unmigrated_database_says_what_to_run(database_url: str) -> None:
+    with pytest.raises(SchemaOutOfDate, match="flask --app run db upgrade"):
+        create_app(settings(database_url, DB_AUTO_UPGRADE=False, SCHEDULER_AUTOSTART=True))

@@ -1,0 +1,119 @@
+"""The shared store: versioned writes, no deletion of unimportable jobs, batched advance."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from apscheduler.triggers.interval import IntervalTrigger
+from flask import Flask
+from sqlalchemy import insert, select
+
+from jobservice.extensions import db
+from jobservice.jobstore import StaleJobError
+from jobservice.models import jobs_table
+from tests.test_executor import finished_runs, leading_app
+
+
+def put_raw_job(app: Flask, job_id: str, func_ref: str, next_run: datetime | None) -> None:
+    """Write a job row as another release would, naming a function this one does not have."""
+    state = {
+        "version": 1,
+        "id": job_id,
+        "func": func_ref,
+        "trigger": IntervalTrigger(hours=1, timezone=UTC),
+        "executor": "default",
+        "args": (),
+        "kwargs": {},
+        "name": job_id,
+        "misfire_grace_time": 300,
+        "coalesce": True,
+        "max_instances": 1,
+        "next_run_time": next_run,
+    }
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(
+            insert(jobs_table).values(
+                id=job_id,
+                next_run_time=next_run.timestamp() if next_run else None,
+                job_state=pickle.dumps(state),
+                version=1,
+            )
+        )
+
+
+def stored_ids(app: Flask) -> list[str]:
+    with app.app_context(), db.engine.connect() as conn:
+        return list(conn.execute(select(jobs_table.c.id).order_by(jobs_table.c.id)).scalars())
+
+
+def test_unimportable_job_is_listed_run_as_failed_and_never_deleted(make_app) -> None:  # type: ignore[no-untyped-def]
+    app = leading_app(make_app)
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    put_raw_job(app, "retired", "jobs.retired_module:gone", due)
+    app.extensions["jobservice"].notify()
+    listed = app.test_client().get("/scheduler/jobs").json
+    assert [job["func"] for job in listed] == ["jobs.retired_module:gone"]
+    [run] = finished_runs(app, "retired")
+    assert run.status == "failed" and "could not import" in run.error
+    assert stored_ids(app) == ["retired"]  # still there for the release that has it
+    job = app.test_client().get("/scheduler/jobs/retired").json
+    assert job["next_run_time"] > due.isoformat()  # and advanced to its next fire time
+
+
+def test_write_from_a_stale_copy_is_refused(app: Flask) -> None:
+    app.test_client().post(
+        "/scheduler/jobs", json={"id": "j", "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
+    )
+    store = app.extensions["jobservice"].store
+    first, second = store.lookup_job("j"), store.lookup_job("j")
+    first._modify(name="first")
+    store.update_job(first)
+    second._modify(name="second")
+    with pytest.raises(StaleJobError):
+        store.update_job(second)
+    assert store.lookup_job("j").name == "first"
+
+
+def test_modify_job_reapplies_the_change_to_a_fresh_copy(app: Flask) -> None:
+    client = app.test_client()
+    client.post(
+        "/scheduler/jobs", json={"id": "j", "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
+    )
+    service = app.extensions["jobservice"]
+    stale = service.store.lookup_job("j")
+    client.post("/scheduler/jobs/j/pause")  # another process writes meanwhile
+    stale._modify(name="edited")
+    with pytest.raises(StaleJobError):
+        service.store.update_job(stale)
+    service.scheduler.modify_job("j", name="edited")  # re-reads, keeps the pause
+    job = client.get("/scheduler/jobs/j").json
+    assert job["name"] == "edited" and job["next_run_time"] is None
+
+
+def test_advance_never_overwrites_a_concurrent_pause(app: Flask) -> None:
+    client = app.test_client()
+    client.post(
+        "/scheduler/jobs", json={"id": "j", "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
+    )
+    store = app.extensions["jobservice"].store
+    leader_copy = store.lookup_job("j")
+    client.post("/scheduler/jobs/j/pause")
+    store.advance([(leader_copy, datetime.now(UTC) + timedelta(hours=2))])
+    assert client.get("/scheduler/jobs/j").json["next_run_time"] is None
+
+
+def test_advance_moves_and_removes_in_one_batch(app: Flask) -> None:
+    client = app.test_client()
+    for job_id in ("a", "b"):
+        client.post(
+            "/scheduler/jobs",
+            json={"id": job_id, "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1},
+        )
+    store = app.extensions["jobservice"].store
+    a, b = store.lookup_job("a"), store.lookup_job("b")
+    later = datetime.now(UTC) + timedelta(days=1)
+    store.advance([(a, later), (b, None)])
+    assert stored_ids(app) == ["a"]
+    assert store.lookup_job("a").next_run_time == later
