@@ -2,15 +2,89 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import Row, delete, func, select
+from sqlalchemy.engine import Engine
 
 from .models import RUNNING, JobRun, utcnow
 
 runs = JobRun.__table__
 PURGE_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs to list; `before_id` is the cursor (runs older than that one)."""
+
+    job_id: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before_id: int | None = None
+
+
+def list_runs(engine: Engine, where: RunFilter, limit: int) -> list[dict[str, Any]]:
+    """Newest first. Paging by id keeps pages stable while new runs are added."""
+    query = select(runs).order_by(runs.c.id.desc()).limit(limit)
+    if where.job_id is not None:
+        query = query.where(runs.c.job_id == where.job_id)
+    if where.status is not None:
+        query = query.where(runs.c.status == where.status)
+    if where.since is not None:
+        query = query.where(runs.c.scheduled_at >= where.since)
+    if where.until is not None:
+        query = query.where(runs.c.scheduled_at < where.until)
+    if where.before_id is not None:
+        query = query.where(runs.c.id < where.before_id)
+    with engine.connect() as conn:
+        return [as_dict(row) for row in conn.execute(query)]
+
+
+def last_runs(engine: Engine, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The newest run of each of these jobs, in one query."""
+    if not job_ids:
+        return {}
+    newest = (
+        select(func.max(runs.c.id))
+        .where(runs.c.job_id.in_(job_ids))
+        .group_by(runs.c.job_id)
+        .scalar_subquery()
+    )
+    query = select(runs.c.job_id, runs.c.status, runs.c.scheduled_at, runs.c.started_at, runs.c.finished_at)
+    with engine.connect() as conn:
+        rows = conn.execute(query.where(runs.c.id.in_(newest))).all()
+    return {
+        row.job_id: {
+            "status": row.status,
+            "scheduled_at": row.scheduled_at,
+            "started_at": row.started_at,
+            "finished_at": row.finished_at,
+        }
+        for row in rows
+    }
+
+
+def as_dict(row: Row[Any]) -> dict[str, Any]:
+    duration = row.finished_at - row.started_at if row.started_at and row.finished_at else None
+    return {
+        "id": row.id,
+        "job_id": row.job_id,
+        "trigger": row.trigger,
+        "status": row.status,
+        "scheduled_at": row.scheduled_at,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "duration_ms": None if duration is None else round(duration.total_seconds() * 1000, 3),
+        "error": row.error,
+        "worker": row.worker,
+        "fence": row.fence,
+        "prevented": row.prevented,
+    }
 
 
 def purge_runs(older_than_days: int | None = None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
-from . import auth, control, errors, jobs
+from . import auth, control, errors, history, jobs
 
 
 def init_app(app: Flask) -> None:
@@ -16,4 +16,5 @@ def init_app(app: Flask) -> None:
     bp.before_request(auth.require_token)
     control.register(bp)
     jobs.register(bp)
+    history.register(bp)
     app.register_blueprint(bp, url_prefix=app.config["SCHEDULER_API_PREFIX"] or "")

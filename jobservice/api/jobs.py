@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from apscheduler.jobstores.base import JobLookupError
 from flask import Blueprint, Response, request
 from flask_apscheduler.json import jsonify
+from flask_apscheduler.utils import job_to_dict
 
 from ..cluster_scheduler import RESCHEDULE
 from ..jobstore import StoredJob
+from ..runs import last_runs
 from ..scheduler import current_service
-from .errors import ApiError, json_body
+from .errors import json_body
+from .params import int_arg
 
 MAX_PAGE = 1000
 MAX_OFFSET = 2**31
+LAST_RUN_CHUNK = 1000
 
 
 def register(bp: Blueprint) -> None:
@@ -34,18 +39,18 @@ def add_job() -> Response:
     spec = service.rules.new_job(json_body())
     job = service.scheduler.add_job(**spec)
     service.notify()
-    return jsonify(service.scheduler.get_job(job.id))
+    return jsonify(_with_last_run([_job(job.id)])[0])
 
 
 def get_jobs() -> Response:
     """All jobs, or one page of them with ?limit=&offset= (only that page is read)."""
     service = current_service()
     if "limit" not in request.args and "offset" not in request.args:
-        return jsonify(service.store.get_all_jobs())
-    limit = _int_arg("limit", MAX_PAGE, 1, MAX_PAGE)
-    offset = _int_arg("offset", 0, 0, MAX_OFFSET)
+        return jsonify(_with_last_run(service.store.get_all_jobs()))
+    limit = int_arg("limit", MAX_PAGE, 1, MAX_PAGE)
+    offset = int_arg("offset", 0, 0, MAX_OFFSET)
     jobs = service.store.page(limit, offset)
-    response = jsonify(jobs)
+    response = jsonify(_with_last_run(jobs))
     if len(jobs) == limit:
         query = urlencode({"limit": limit, "offset": offset + limit})
         response.headers["Link"] = f'<{request.base_url}?{query}>; rel="next"'
@@ -53,7 +58,7 @@ def get_jobs() -> Response:
 
 
 def get_job(job_id: str) -> Response:
-    return jsonify(_job(job_id))
+    return _job_response(job_id)
 
 
 def update_job(job_id: str) -> Response:
@@ -65,7 +70,7 @@ def update_job(job_id: str) -> Response:
             changes.setdefault("next_run_time", RESCHEDULE)
         service.scheduler.modify_job(job_id, **changes)
         service.notify()
-    return jsonify(_job(job_id))
+    return _job_response(job_id)
 
 
 def delete_job(job_id: str) -> Response:
@@ -79,7 +84,7 @@ def pause_job(job_id: str) -> Response:
     service = current_service()
     service.scheduler.pause_job(job_id)
     service.notify()
-    return jsonify(_job(job_id))
+    return _job_response(job_id)
 
 
 def resume_job(job_id: str) -> Response:
@@ -87,14 +92,29 @@ def resume_job(job_id: str) -> Response:
     service.scheduler.resume_job(job_id)
     service.notify()
     # A job with no run time left is removed by APScheduler: answer null, as upstream.
-    return jsonify(service.scheduler.get_job(job_id))
+    if service.store.lookup_job(job_id) is None:
+        return jsonify(None)
+    return _job_response(job_id)
 
 
 def run_job(job_id: str) -> Response:
     """Queue a run now; the leader runs it in the app context and records it. Never blocks."""
     service = current_service()
     service.request_run(job_id)
-    return jsonify(_job(job_id))
+    return _job_response(job_id)
+
+
+def _job_response(job_id: str) -> Response:
+    return jsonify(_with_last_run([_job(job_id)])[0])
+
+
+def _with_last_run(jobs: list[StoredJob]) -> list[dict[str, Any]]:
+    """Flask-APScheduler's job JSON, plus `last_run` (status and times, or null)."""
+    latest: dict[str, dict[str, Any]] = {}
+    ids = [job.id for job in jobs]
+    for start in range(0, len(ids), LAST_RUN_CHUNK):
+        latest.update(last_runs(current_service().engine, ids[start : start + LAST_RUN_CHUNK]))
+    return [{**job_to_dict(job), "last_run": latest.get(job.id)} for job in jobs]
 
 
 def _job(job_id: str) -> StoredJob:
@@ -102,12 +122,3 @@ def _job(job_id: str) -> StoredJob:
     if job is None:
         raise JobLookupError(job_id)
     return job
-
-
-def _int_arg(name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12 and minimum <= int(raw) <= maximum):
-        raise ApiError(400, f"{name} must be a whole number from {minimum} to {maximum}", name)
-    return int(raw)

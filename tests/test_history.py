@@ -1,0 +1,111 @@
+"""Run history API: newest first, filters, a cursor that stays right while runs arrive."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from jobservice.extensions import db
+from jobservice.models import JobRun
+
+BASE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def add_runs(app: Flask, job_id: str, statuses: list[str], start: int = 0) -> None:
+    """Rows as the executor leaves them: scheduled a minute apart, started and finished."""
+    with app.app_context():
+        for n, status in enumerate(statuses, start=start):
+            at = BASE + timedelta(minutes=n)
+            finished = at + timedelta(milliseconds=250)
+            db.session.add(
+                JobRun(
+                    job_id=job_id,
+                    trigger="scheduled",
+                    scheduled_at=at,
+                    status=status,
+                    fence=3,
+                    worker="host:1",
+                    started_at=at if status != "missed" else None,
+                    finished_at=finished,
+                    error="RuntimeError: boom" if status == "failed" else None,
+                )
+            )
+        db.session.commit()
+
+
+def ids(response: object) -> list[int]:
+    return [run["id"] for run in response.json]  # type: ignore[attr-defined]
+
+
+def test_runs_are_listed_newest_first_with_every_field(app: Flask, client: FlaskClient) -> None:
+    add_runs(app, "report", ["succeeded", "failed", "missed"])
+    runs = client.get("/scheduler/jobs/report/runs").json
+    assert [run["status"] for run in runs] == ["missed", "failed", "succeeded"]
+    failed = runs[1]
+    assert set(failed) == {
+        "id", "job_id", "trigger", "status", "scheduled_at", "started_at", "finished_at",
+        "duration_ms", "error", "worker", "fence", "prevented",
+    }  # fmt: skip
+    assert failed["duration_ms"] == 250.0 and failed["error"] == "RuntimeError: boom"
+    assert failed["scheduled_at"] == "2026-11-20T12:01:00+00:00"
+    assert (failed["worker"], failed["fence"], failed["trigger"]) == ("host:1", 3, "scheduled")
+    assert runs[0]["duration_ms"] is None  # a missed run never started
+
+
+def test_filters_by_job_status_and_time_window(app: Flask, client: FlaskClient) -> None:
+    add_runs(app, "a", ["succeeded", "failed", "succeeded", "failed"])
+    add_runs(app, "b", ["failed"], start=10)
+    assert len(client.get("/scheduler/runs").json) == 5
+    assert {r["job_id"] for r in client.get("/scheduler/runs?status=failed").json} == {"a", "b"}
+    assert len(client.get("/scheduler/runs?job_id=a&status=failed").json) == 2
+    window = client.get("/scheduler/runs?since=2026-11-20T12:01:00Z&until=2026-11-20T12:03:00Z").json
+    assert [r["scheduled_at"][11:16] for r in window] == ["12:02", "12:01"]
+
+
+def test_cursor_pages_stay_correct_while_new_runs_arrive(app: Flask, client: FlaskClient) -> None:
+    add_runs(app, "a", ["succeeded"] * 5)
+    first = client.get("/scheduler/runs?limit=2")
+    assert 'rel="next"' in first.headers["Link"]
+    add_runs(app, "a", ["succeeded"] * 3, start=100)  # arrive between two page requests
+    next_url = first.headers["Link"].split(">")[0].lstrip("<")
+    second = client.get(next_url)
+    third = client.get(second.headers["Link"].split(">")[0].lstrip("<"))
+    seen = ids(first) + ids(second) + ids(third)
+    assert len(seen) == len(set(seen)) == 5  # no repeats, nothing skipped
+    assert seen == sorted(seen, reverse=True)
+
+
+def test_runs_of_a_removed_job_remain_visible(app: Flask, client: FlaskClient) -> None:
+    add_runs(app, "gone", ["succeeded"])
+    assert client.get("/scheduler/jobs/gone").status_code == 404
+    assert len(client.get("/scheduler/jobs/gone/runs").json) == 1
+
+
+def test_job_json_gains_last_run(app: Flask, client: FlaskClient) -> None:
+    body = {"id": "report", "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
+    assert client.post("/scheduler/jobs", json=body).json["last_run"] is None
+    add_runs(app, "report", ["succeeded", "failed"])
+    job = client.get("/scheduler/jobs/report").json
+    assert job["last_run"]["status"] == "failed"
+    assert job["last_run"]["scheduled_at"] == "2026-11-20T12:01:00+00:00"
+    assert client.get("/scheduler/jobs").json[0]["last_run"]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("status=exploded", "status"),
+        ("since=yesterday", "since"),
+        ("until=2026-13-01", "until"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("cursor=abc", "cursor"),
+        ("cursor=0", "cursor"),
+    ],
+)
+def test_bad_history_parameters_are_400(client: FlaskClient, query: str, field: str) -> None:
+    response = client.get(f"/scheduler/runs?{query}")
+    assert response.status_code == 400 and response.json["field"] == field
