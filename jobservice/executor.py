@@ -113,7 +113,9 @@ class AppContextExecutor(BasePoolExecutor):
                 logger.warning("Run of %s at %s missed by %s", key.job_id, key.scheduled_at, late)
                 return [JobExecutionEvent(EVENT_JOB_MISSED, job.id, "default", key.scheduled_at)]
             if self.ledger.start(claim) is None:
-                logger.info("Run of %s at %s was taken over; not starting it", key.job_id, key.scheduled_at)
+                # Taken over by another leader (then this changes nothing), or paused.
+                self.ledger.miss(claim, "The job was paused before this run could start")
+                logger.info("Run of %s at %s not started: paused or taken over", key.job_id, key.scheduled_at)
                 return []
         finally:
             self._forget(key)

@@ -9,6 +9,7 @@ import fcntl
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -66,7 +67,7 @@ class RedisLease:
     the others can see it (`holder_is_gone`) without waiting for the lease to expire.
     """
 
-    def __init__(self, url: str, prefix: str, lease_s: float) -> None:
+    def __init__(self, url: str, prefix: str, lease_s: float, fence_floor: Callable[[], int]) -> None:
         timeout_s = max(0.2, min(1.0, lease_s / 4))
         # No retries: a renewal must fail fast, not outlive the lease retrying.
         self._client = redis.Redis.from_url(
@@ -85,12 +86,23 @@ class RedisLease:
             thread_local=False,
         )
         self._can_list_clients = True
+        self._fence_floor = fence_floor
 
     def acquire(self) -> int | None:
         token = f"{worker_id()}|{self._client.client_id()}|{secrets.token_hex(4)}"
         if not self._lock.acquire(token=token):
             return None
-        return int(self._client.incr(self._fence_key))
+        try:
+            fence = int(self._client.incr(self._fence_key))
+            floor = self._fence_floor()
+        except Exception:
+            self.release()  # without a fence we must not lead
+            raise
+        if fence <= floor:
+            # Redis lost the counter (a restart without persistence): jump past
+            # every fence handed out before, so fences never go backwards.
+            fence = int(self._client.incrby(self._fence_key, floor - fence + 1))
+        return fence
 
     def renew(self) -> bool:
         try:

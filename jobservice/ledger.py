@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import and_, bindparam, exists, or_, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Insert
 
 from .identity import worker_id
-from .models import MANUAL, MISSED, MYSQL, RUNNING, JobRun, utcnow
+from .models import MANUAL, MISSED, MYSQL, RUNNING, SCHEDULED, JobRun, jobs_table, utcnow
 
 runs = JobRun.__table__
 CHUNK = 500  # rows per statement: well inside MySQL's max_allowed_packet
@@ -109,13 +109,19 @@ class RunLedger:
         return [Claim(RunKey(*row), token, fence) for row in rows]
 
     def start(self, claim: Claim) -> datetime | None:
-        """Mark the run started if the claim still holds; returns the start time or None."""
+        """Mark the run started if the claim still holds (and, for a scheduled run, its job
+        was not paused meanwhile by any process); returns the start time or None."""
         started_at = utcnow()
         update = (
             runs.update()
             .where(claim.key.where(), runs.c.claim == claim.token, runs.c.started_at.is_(None))
             .values(started_at=started_at, worker=worker_id(), updated_at=started_at)
         )
+        if claim.key.trigger == SCHEDULED:
+            paused = select(jobs_table.c.id).where(
+                jobs_table.c.id == runs.c.job_id, jobs_table.c.next_run_time.is_(None)
+            )
+            update = update.where(~exists(paused))
         with self.engine.begin() as conn:
             return started_at if conn.execute(update).rowcount == 1 else None
 

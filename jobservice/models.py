@@ -115,6 +115,8 @@ class ClusterState(db.Model):  # type: ignore[name-defined]
     id = Column(Integer, primary_key=True)
     cluster_id = Column(String(36), nullable=False)
     paused = Column(Boolean, nullable=False, default=False)
+    #: The highest fencing number handed out: a floor for the next one.
+    fence = Column(BigInteger, nullable=False, default=0, server_default=text("0"))
     updated_at = Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
 
 

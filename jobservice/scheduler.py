@@ -21,6 +21,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import STATE_RUNNING
 from flask import Flask, current_app
 from flask_apscheduler import APScheduler
+from sqlalchemy.exc import SQLAlchemyError
 
 from config import ConfigError
 
@@ -205,7 +206,7 @@ class JobService:
             if self.redis_url is not None:
                 prefix = f"jobservice:{cluster_id}"
                 client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
-                lease: Lease = RedisLease(self.redis_url, prefix, self.lease_s)
+                lease: Lease = RedisLease(self.redis_url, prefix, self.lease_s, self.cluster.fence_floor)
                 self._connections = (client, lease, RedisBus(client, prefix))
             else:
                 instance = Path(self.app.instance_path)
@@ -218,8 +219,12 @@ class JobService:
         if fence is None:
             if self.scheduler.state == STATE_RUNNING:
                 self.scheduler.pause()
-        else:
-            self.scheduler.resume()
+            return
+        try:
+            self.cluster.record_fence(fence)
+        except SQLAlchemyError as exc:  # only the floor for a later Redis restart is late
+            logger.warning("Could not record fence %d: %s", fence, exc.__class__.__name__)
+        self.scheduler.resume()
 
     def _on_message(self, message: str) -> None:
         if message == RELEASED:

@@ -31,6 +31,17 @@ class Cluster:
                 ).scalar_one()
         return self._cluster_id
 
+    def fence_floor(self) -> int:
+        """The highest fencing number any leader of this cluster has had."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(state.c.fence).where(state.c.id == ROW_ID)).scalar_one())
+
+    def record_fence(self, fence: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                state.update().where(state.c.id == ROW_ID, state.c.fence < fence).values(fence=fence)
+            )
+
     def paused(self) -> bool:
         with self.engine.connect() as conn:
             return bool(conn.execute(select(state.c.paused).where(state.c.id == ROW_ID)).scalar_one())

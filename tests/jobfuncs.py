@@ -79,3 +79,16 @@ async def coroutine() -> None:
 
 def _private() -> None:
     """Private functions cannot be scheduled."""
+
+
+#: Calls of `count`, by tag, for tests that also run plain APScheduler (no app context there).
+COUNTS: dict[str, list[float]] = {}
+
+
+def count(tag: str) -> None:
+    COUNTS.setdefault(tag, []).append(time.time())
+
+
+def sleep_then_count(tag: str, seconds: float) -> None:
+    time.sleep(seconds)
+    count(tag)

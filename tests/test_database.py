@@ -10,18 +10,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 from sqlalchemy import create_engine, func, select, text
 
 from jobservice import create_app
-from jobservice.database import SchemaOutOfDate
+from jobservice.database import MIGRATIONS_DIR, SchemaOutOfDate
 from jobservice.extensions import db
 from jobservice.models import JobRun, utcnow
 from tests.conftest import close_app, settings
 
 ROOT = Path(__file__).resolve().parent.parent
+HEAD = ScriptDirectory(MIGRATIONS_DIR).get_current_head()
 
 
 def child_env(database_url: str) -> dict[str, str]:
@@ -113,7 +115,7 @@ def test_workers_starting_together_migrate_once(database_url: str) -> None:
     engine = create_engine(database_url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM jobservice_alembic_version")).scalars().all() == [
-            "0001"
+            HEAD
         ]
         assert conn.execute(text("SELECT COUNT(*) FROM jobservice_cluster")).scalar_one() == 1
     engine.dispose()
@@ -129,7 +131,7 @@ def test_flask_db_upgrade_command(database_url: str) -> None:
     current = subprocess.run(
         [*flask, "current"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
-    assert "0001 (head)" in current.stdout
+    assert f"{HEAD} (head)" in current.stdout
 
 
 def test_existing_apscheduler_table_is_adopted(make_app: Callable[..., Flask], database_url: str) -> None:

@@ -1,0 +1,283 @@
+"""Exactly one scheduler across workers and hosts, judged from what the jobs wrote.
+
+Two gunicorn masters on different ports stand for two hosts (3 workers each),
+sharing a MariaDB database of the test's own and a Redis. A 1-second interval
+job writes every start into `test_fires`; duplicates and gaps are counted there.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from tests import jobfuncs
+from tests.cluster import RedisServer, Server, free_port, gunicorn, server_env
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.processes
+
+LEASE_S = 2.0
+EVERY_SECOND = {"id": "tick", "func": "tests.jobfuncs:record", "trigger": "interval", "seconds": 1}
+
+
+class Cluster:
+    """Hosts started by one test on one database, and what their jobs wrote."""
+
+    def __init__(self, database_url: str, redis_url: str | None, log_dir: Path) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.hosts: list[Server] = []
+        self.engine = create_engine(database_url)
+        jobfuncs.metadata.create_all(self.engine)
+
+    def host(self, workers: int = 3, **env: str) -> Server:
+        name = f"host{len(self.hosts) + 1}"
+        server = gunicorn(name, server_env(self.database_url, self.redis_url, **env), self.log_dir, workers)
+        self.hosts.append(server.start())
+        server.wait_ready()
+        return server
+
+    def fires(self, job_id: str = "tick") -> list[Any]:
+        query = (
+            select(jobfuncs.fires)
+            .where(jobfuncs.fires.c.job_id == job_id)
+            .order_by(jobfuncs.fires.c.started_at)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def leader(self) -> tuple[Server, int]:
+        """The host whose worker leads, and that worker's pid (from /health)."""
+
+        def find() -> tuple[Server, int] | None:
+            for host in self.hosts:
+                if host.proc is None or host.proc.poll() is not None:
+                    continue
+                status, body = host.get("/health")
+                if status == 200 and body["leader"]:
+                    pid = int(body["leader"].rsplit(":", 1)[1])
+                    for candidate in self.hosts:
+                        if pid in candidate.children():
+                            return candidate, pid
+            return None
+
+        return wait_for(find, timeout_s=15)
+
+    def leaders_seen(self, host: Server, requests: int = 12) -> set[str]:
+        """The leader as reported by whichever workers answer these requests."""
+        return {host.get("/scheduler")[1]["leader"] for _ in range(requests)}
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.stop()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def cluster(mariadb_url: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(mariadb_url, redis_url, tmp_path)
+    yield cluster
+    cluster.close()
+
+
+def duplicates(fires: list[Any]) -> list[datetime]:
+    counts = Counter(fire.scheduled_at for fire in fires)
+    return [at for at, n in counts.items() if n > 1]
+
+
+def gaps(fires: list[Any]) -> list[float]:
+    starts = [fire.started_at for fire in fires]
+    return [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+
+
+def largest_gap_around(fires: list[Any], moment: float) -> float:
+    """The gap between the last start before `moment` (epoch s) and the first after it."""
+    before = [f.started_at.timestamp() for f in fires if f.started_at.timestamp() <= moment]
+    after = [f.started_at.timestamp() for f in fires if f.started_at.timestamp() > moment]
+    assert before and after, "fires on both sides of the event"
+    return min(after) - max(before)
+
+
+def watch(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def just_before_next_fire(cluster: Cluster, margin_s: float = 0.1) -> None:
+    """Sleep until `margin_s` before the tick job's next fire, so it falls inside the failover."""
+    last = cluster.fires()[-1].scheduled_at.timestamp()
+    next_fire = last + 1.0
+    while next_fire - margin_s < time.time():
+        next_fire += 1.0
+    time.sleep(next_fire - margin_s - time.time())
+
+
+def report(name: str, **figures: Any) -> None:
+    """Measured figures, printed for `pytest -s` and the closing note."""
+    print(f"\n[measured] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def test_two_hosts_run_each_fire_once_without_gaps(cluster: Cluster) -> None:
+    host1, host2 = cluster.host(), cluster.host()
+    assert host2.post("/scheduler/jobs", EVERY_SECOND)[0] == 200
+    watch(21)
+    fires = cluster.fires()
+    assert len(fires) >= 19
+    assert duplicates(fires) == []
+    assert max(gaps(fires)) <= 1.5
+    assert len({fire.pid for fire in fires}) == 1  # one leader all along
+    leaders = cluster.leaders_seen(host1) | cluster.leaders_seen(host2)
+    assert len(leaders) == 1 and None not in leaders
+    report(
+        "two hosts x 3 workers, 21 s",
+        fires=len(fires),
+        duplicates=0,
+        largest_gap_s=round(max(gaps(fires)), 3),
+    )
+
+
+def test_kill_9_of_the_leader_fails_over_within_the_lease(cluster: Cluster) -> None:
+    cluster.host(), cluster.host()
+    cluster.hosts[0].post("/scheduler/jobs", EVERY_SECOND)
+    watch(4)
+    _, leader_pid = cluster.leader()
+    just_before_next_fire(cluster)
+    killed_at = time.time()
+    os.kill(leader_pid, signal.SIGKILL)  # a worker of a master this test started
+    watch(8)
+    fires = cluster.fires()
+    assert duplicates(fires) == []
+    gap = largest_gap_around(fires, killed_at)
+    assert gap <= LEASE_S + 1.0
+    after = [f for f in fires if f.started_at.timestamp() > killed_at]
+    assert leader_pid not in {f.pid for f in after}
+    first_after = min(f.started_at.timestamp() for f in after)
+    report(
+        "kill -9 of the leader",
+        gap_s=round(gap, 3),
+        kill_to_next_fire_s=round(first_after - killed_at, 3),
+        duplicates=0,
+    )
+
+
+def test_sigterm_of_the_leaders_master_hands_over_at_once(cluster: Cluster) -> None:
+    cluster.host(), cluster.host()
+    cluster.hosts[0].post("/scheduler/jobs", EVERY_SECOND)
+    watch(4)
+    leading_host, _ = cluster.leader()
+    just_before_next_fire(cluster)
+    stopped_at = time.time()
+    leading_host.signal(signal.SIGTERM)
+    watch(6)
+    fires = cluster.fires()
+    assert duplicates(fires) == []
+    gap = largest_gap_around(fires, stopped_at)
+    assert gap <= 1.5
+    first_after = min(f.started_at.timestamp() for f in fires if f.started_at.timestamp() > stopped_at)
+    report(
+        "SIGTERM of the leader's master",
+        gap_s=round(gap, 3),
+        term_to_next_fire_s=round(first_after - stopped_at, 3),
+    )
+
+
+def test_redis_outage_stops_processing_then_one_leader_returns(mariadb_url: str, tmp_path: Path) -> None:
+    private_redis = RedisServer(free_port(), tmp_path).start()
+    cluster = Cluster(mariadb_url, private_redis.url, tmp_path)
+    try:
+        host1, host2 = cluster.host(), cluster.host()
+        host1.post("/scheduler/jobs", EVERY_SECOND)
+        watch(4)
+        down_at = time.time()
+        private_redis.stop()
+        watch(6)
+        private_redis.start()
+        up_at = time.time()
+        watch(6)
+        fires = cluster.fires()
+        assert duplicates(fires) == []
+        during = [f for f in fires if down_at + LEASE_S + 0.5 < f.started_at.timestamp() < up_at]
+        assert during == []  # the leader stepped down within its lease; nobody took over
+        assert [f for f in fires if f.started_at.timestamp() > up_at]  # processing came back
+        fences_before = {f.fence for f in fires if f.started_at.timestamp() < down_at}
+        fences_after = {f.fence for f in fires if f.started_at.timestamp() > up_at}
+        assert min(fences_after) > max(fences_before)  # the restarted Redis had lost the counter
+        leaders = cluster.leaders_seen(host1) | cluster.leaders_seen(host2)
+        assert len(leaders) == 1 and None not in leaders
+        last_before = max(f.started_at.timestamp() for f in fires if f.started_at.timestamp() < up_at)
+        first_after = min(f.started_at.timestamp() for f in fires if f.started_at.timestamp() > up_at)
+        report(
+            "Redis down 6 s",
+            last_fire_after_stop_s=round(last_before - down_at, 3),
+            first_fire_after_restart_s=round(first_after - up_at, 3),
+            duplicates=0,
+        )
+    finally:
+        cluster.close()
+        private_redis.stop()
+
+
+def test_jobs_posted_to_random_workers_fire_on_time(cluster: Cluster) -> None:
+    cluster.host(), cluster.host()
+    lateness: list[float] = []
+    for n in range(10):
+        run_date = datetime.now(UTC) + timedelta(seconds=1)
+        body = {
+            "id": f"once-{n}",
+            "func": "tests.jobfuncs:record",
+            "trigger": "date",
+            "run_date": run_date.isoformat(),
+        }
+        status, _ = random.choice(cluster.hosts).post("/scheduler/jobs", body)
+        assert status == 200
+        time.sleep(random.uniform(0.05, 0.3))
+    watch(2.5)
+    for n in range(10):
+        fires = cluster.fires(f"once-{n}")
+        assert len(fires) == 1, f"once-{n} fired {len(fires)} times"
+        lateness.append((fires[0].started_at - fires[0].scheduled_at).total_seconds())
+    assert max(lateness) <= 0.5
+    report("10 date jobs on random workers", max_lateness_ms=round(max(lateness) * 1000, 1))
+
+
+def test_pause_through_a_follower_stops_the_job(cluster: Cluster) -> None:
+    host1, host2 = cluster.host(), cluster.host()
+    host1.post("/scheduler/jobs", EVERY_SECOND)
+    watch(3)
+    leading_host, _ = cluster.leader()
+    follower_host = host2 if leading_host is host1 else host1
+    status, body = follower_host.post("/scheduler/jobs/tick/pause")
+    paused_at = time.time()
+    assert status == 200 and body["next_run_time"] is None
+    watch(3)
+    fires = cluster.fires()
+    assert fires and all(f.started_at.timestamp() <= paused_at for f in fires)
+    assert leading_host.get("/scheduler/jobs/tick")[1]["next_run_time"] is None
+
+
+def test_cluster_pause_from_any_worker_survives_restarts(cluster: Cluster) -> None:
+    host1 = cluster.host(workers=2)
+    host1.post("/scheduler/jobs", EVERY_SECOND)
+    watch(2)
+    assert host1.post("/scheduler/pause")[0] == 204
+    paused_at = time.time()
+    host1.stop()
+    host2 = cluster.host(workers=2)
+    assert host2.get("/scheduler")[1]["state"] == "paused"
+    watch(3)
+    assert all(f.started_at.timestamp() <= paused_at for f in cluster.fires())
+    assert host2.post("/scheduler/resume")[0] == 204
+    wait_for(lambda: [f for f in cluster.fires() if f.started_at.timestamp() > paused_at], timeout_s=5)
+
+
+Factory = Callable[..., Server]
