@@ -68,25 +68,37 @@ class RedisLease:
     """
 
     def __init__(self, url: str, prefix: str, lease_s: float, fence_floor: Callable[[], int]) -> None:
-        timeout_s = max(0.2, min(1.0, lease_s / 4))
-        # No retries: a renewal must fail fast, not outlive the lease retrying.
-        self._client = redis.Redis.from_url(
-            url,
-            single_connection_client=True,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._url = url
+        self._lease_s = lease_s
+        self._timeout_s = max(0.2, min(1.0, lease_s / 4))
+        self._lock_name = LEADER_KEY.format(prefix=prefix)
         self._fence_key = FENCE_KEY.format(prefix=prefix)
-        self._lock = Lock(
-            self._client,
-            LEADER_KEY.format(prefix=prefix),
-            timeout=lease_s,
-            blocking=False,
-            thread_local=False,
-        )
-        self._can_list_clients = True
         self._fence_floor = fence_floor
+        self._can_list_clients = True
+        self._connected: tuple[redis.Redis, Lock] | None = None
+
+    @property
+    def _client(self) -> redis.Redis:
+        return self._connect()[0]
+
+    @property
+    def _lock(self) -> Lock:
+        return self._connect()[1]
+
+    def _connect(self) -> tuple[redis.Redis, Lock]:
+        """Open the lease's own connection on first use: a process may start while Redis is down."""
+        if self._connected is None:
+            # No retries: a renewal must fail fast, not outlive the lease retrying.
+            client = redis.Redis.from_url(
+                self._url,
+                single_connection_client=True,
+                socket_timeout=self._timeout_s,
+                socket_connect_timeout=self._timeout_s,
+                retry=Retry(NoBackoff(), 0),
+            )
+            lock = Lock(client, self._lock_name, timeout=self._lease_s, blocking=False, thread_local=False)
+            self._connected = (client, lock)
+        return self._connected
 
     def acquire(self) -> int | None:
         token = f"{worker_id()}|{self._client.client_id()}|{secrets.token_hex(4)}"
@@ -117,7 +129,7 @@ class RedisLease:
             pass  # expired or taken over meanwhile: nothing of ours to release
 
     def leader(self) -> LeaderInfo | None:
-        token, fence = self._client.mget(self._lock.name, self._fence_key)
+        token, fence = self._client.mget(self._lock_name, self._fence_key)
         if token is None:
             return None
         text = token.decode()
@@ -143,7 +155,9 @@ class RedisLease:
             pass  # already gone or replaced
 
     def close(self) -> None:
-        self._client.close()
+        if self._connected is not None:
+            self._connected[0].close()
+            self._connected = None
 
 
 class FileLease:

@@ -92,3 +92,15 @@ def count(tag: str) -> None:
 def sleep_then_count(tag: str, seconds: float) -> None:
     time.sleep(seconds)
     count(tag)
+
+
+def fork_and_record() -> None:
+    """Fork from this job's thread, as multiprocessing would; both sides record."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            record("child")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    record("parent")

@@ -201,8 +201,8 @@ def test_redis_outage_stops_processing_then_one_leader_returns(mariadb_url: str,
         down_at = time.time()
         private_redis.stop()
         watch(6)
+        up_at = time.time()  # Redis accepts connections from here on
         private_redis.start()
-        up_at = time.time()
         watch(6)
         fires = cluster.fires()
         assert duplicates(fires) == []
@@ -281,3 +281,26 @@ def test_cluster_pause_from_any_worker_survives_restarts(cluster: Cluster) -> No
 
 
 Factory = Callable[..., Server]
+
+
+def test_sigterm_lets_the_running_job_finish_while_the_next_leader_takes_over(cluster: Cluster) -> None:
+    host1, host2 = cluster.host(), cluster.host()
+    host1.post("/scheduler/jobs", EVERY_SECOND)
+    watch(2)
+    leading_host, leader_pid = cluster.leader()
+    slow = {"id": "slow", "func": "tests.jobfuncs:slow", "args": [3], "trigger": "interval", "hours": 1}
+    leading_host.post("/scheduler/jobs", slow)
+    leading_host.post("/scheduler/jobs/slow/run")
+    wait_for(lambda: cluster.fires("slow"), timeout_s=5)  # it started, in the leader
+    stopped_at = time.time()
+    leading_host.signal(signal.SIGTERM)
+    watch(5)
+    start, end = cluster.fires("slow")
+    assert start.pid == end.pid == leader_pid and end.note == "end"  # it finished where it started
+    ticks = [f for f in cluster.fires() if f.started_at.timestamp() > stopped_at]
+    assert min(f.started_at.timestamp() for f in ticks) - stopped_at <= 1.5  # while it was finishing
+    assert {f.pid for f in ticks} != {leader_pid}
+    other = host2 if leading_host is host1 else host1
+    [run] = other.get("/scheduler/jobs/slow/runs")[1]
+    assert run["status"] == "succeeded" and run["trigger"] == "manual"
+    assert duplicates(cluster.fires()) == []

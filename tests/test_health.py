@@ -64,3 +64,14 @@ def test_database_unreachable_gives_503_json_and_recovers(proxied_app: tuple[Fla
     proxy.restore()
     assert wait_for(lambda: client.get("/health").status_code == 200)
     assert client.get("/scheduler/jobs").status_code == 200
+
+
+def test_starts_and_serves_while_redis_is_down(make_app: Callable[..., Flask]) -> None:
+    from tests.cluster import free_port
+
+    app = make_app(SCHEDULER_AUTOSTART=True, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    client = app.test_client()
+    body = client.get("/health").json
+    assert body["status"] == "degraded" and body["redis"] == "unreachable" and body["role"] == "follower"
+    job = {"id": "j", "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
+    assert client.post("/scheduler/jobs", json=job).status_code == 200  # the API still works

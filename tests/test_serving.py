@@ -1,0 +1,120 @@
+"""Every way of serving gives exactly one leader, without any server hook configured."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from tests import jobfuncs
+from tests.cluster import Server, flask_run, gunicorn, python_run, server_env
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.processes
+
+TICK = {"id": "tick", "func": "tests.jobfuncs:record", "trigger": "interval", "seconds": 1}
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[list[Server]]:
+    servers: list[Server] = []
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def serve(servers: list[Server], server: Server) -> Server:
+    servers.append(server.start())
+    server.wait_ready()
+    return server
+
+
+def fires(database_url: str) -> list[Any]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(select(jobfuncs.fires).order_by(jobfuncs.fires.c.started_at)))
+    finally:
+        engine.dispose()
+
+
+def prepare(database_url: str) -> None:
+    engine = create_engine(database_url)
+    jobfuncs.metadata.create_all(engine)
+    engine.dispose()
+
+
+def leader_pid(server: Server) -> int:
+    def read() -> int | None:
+        leader = server.get("/health")[1]["leader"]
+        return int(leader.rsplit(":", 1)[1]) if leader else None
+
+    return wait_for(read, timeout_s=15)
+
+
+def runs_once_per_fire(server: Server, database_url: str, seconds: float = 4.5) -> list[Any]:
+    """Add the 1-second job, let it run, and check each fire time ran once in one process."""
+    assert server.post("/scheduler/jobs", TICK)[0] == 200
+    wait_for(lambda: len(fires(database_url)) >= seconds - 1, timeout_s=seconds + 5)
+    rows = fires(database_url)
+    assert [at for at, n in Counter(f.scheduled_at for f in rows).items() if n > 1] == []
+    assert len({f.pid for f in rows}) == 1
+    return rows
+
+
+def test_gunicorn_preload(started: list[Server], mariadb_url: str, redis_url: str, tmp_path: Path) -> None:
+    """The master builds the app before forking: it must leave the election to its workers."""
+    prepare(mariadb_url)
+    host = serve(started, gunicorn("preload", server_env(mariadb_url, redis_url), tmp_path, preload=True))
+    wait_for(lambda: len(host.children()) == 3)
+    pid = leader_pid(host)
+    assert pid != host.pid and pid in host.children()
+    rows = runs_once_per_fire(host, mariadb_url)
+    assert rows[0].pid in host.children()
+
+
+def test_flask_run_with_the_reloader(
+    started: list[Server], mariadb_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The reloader's first process only watches files; the serving child leads."""
+    prepare(mariadb_url)
+    server = serve(started, flask_run("flask-debug", server_env(mariadb_url, redis_url), tmp_path))
+    pid = leader_pid(server)
+    assert pid != server.pid and pid in server.children()
+    runs_once_per_fire(server, mariadb_url)
+
+
+def test_python_run_py(started: list[Server], mariadb_url: str, redis_url: str, tmp_path: Path) -> None:
+    prepare(mariadb_url)
+    server = serve(started, python_run("run-py", server_env(mariadb_url, redis_url), tmp_path))
+    assert leader_pid(server) == server.pid
+    runs_once_per_fire(server, mariadb_url)
+
+
+def test_gunicorn_on_the_embedded_default(started: list[Server], tmp_path: Path) -> None:
+    """SQLite and no Redis (what `make run` serves): the file lock elects one worker."""
+    database_url = f"sqlite:///{tmp_path}/jobs.sqlite3"
+    prepare(database_url)
+    host = serve(started, gunicorn("sqlite", server_env(database_url, None), tmp_path, workers=3))
+    pid = leader_pid(host)
+    assert pid in host.children()
+    runs_once_per_fire(host, database_url)
+    assert {host.get("/scheduler")[1]["leader"] for _ in range(10)} == {f"{host.get('/health')[1]['leader']}"}
+
+
+def test_a_job_that_forks_does_not_make_its_child_a_candidate(
+    started: list[Server], mariadb_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A fork from a job thread (multiprocessing) leaves the election alone."""
+    prepare(mariadb_url)
+    server = serve(started, python_run("forks", server_env(mariadb_url, redis_url), tmp_path))
+    body = {"id": "forker", "func": "tests.jobfuncs:fork_and_record", "trigger": "interval", "seconds": 1}
+    assert server.post("/scheduler/jobs", body)[0] == 200
+    wait_for(lambda: len([f for f in fires(mariadb_url) if f.note == "child"]) >= 3, timeout_s=10)
+    assert leader_pid(server) == server.pid
+    rows = [f for f in fires(mariadb_url) if f.note == "parent"]
+    assert [at for at, n in Counter(f.scheduled_at for f in rows).items() if n > 1] == []
