@@ -33,8 +33,12 @@ SETTINGS = (
     "SCHEDULER_MAX_WORKERS",
     "JOB_PACKAGES",
     "RUN_RETENTION_DAYS",
+    "RUN_RETENTION_PER_JOB",
     "DB_AUTO_UPGRADE",
+    "METRICS_ENABLED",
+    "METRICS_REQUIRE_TOKEN",
     "LOG_LEVEL",
+    "LOG_FORMAT",
 )
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -156,11 +160,11 @@ class Config:
             "minutes": 1,
         },
         {
-            "id": "purge-run-history",
-            "func": "jobs.cleanup:purge_run_history",
+            "id": "daily-run-summary",
+            "func": "jobs.reports:daily_run_summary",
             "trigger": "cron",
-            "hour": 3,
-            "minute": 17,
+            "hour": 6,
+            "minute": 0,
         },
     ]
 
@@ -189,8 +193,12 @@ class Config:
         }
         self.JOB_PACKAGES = env.list("JOB_PACKAGES", ("jobs",))
         self.RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", 30, minimum=1, maximum=36500)
+        self.RUN_RETENTION_PER_JOB = env.int("RUN_RETENTION_PER_JOB", 1000, minimum=1, maximum=10_000_000)
         self.DB_AUTO_UPGRADE = env.bool("DB_AUTO_UPGRADE", True)
+        self.METRICS_ENABLED = env.bool("METRICS_ENABLED", True)
+        self.METRICS_REQUIRE_TOKEN = env.bool("METRICS_REQUIRE_TOKEN", True)
         self.LOG_LEVEL = env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
+        self.LOG_FORMAT = env.choice("LOG_FORMAT", "text", ("text", "json"))
 
 
 class DevelopmentConfig(Config):

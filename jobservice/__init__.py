@@ -10,9 +10,9 @@ from flask import Flask
 import config
 
 from . import api, database, health, logs, scheduler
-from .runs import purge_runs
+from .runs import purge_runs, run_counts
 
-__all__ = ["create_app", "purge_runs"]
+__all__ = ["create_app", "purge_runs", "run_counts"]
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:

@@ -29,6 +29,7 @@ from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
 
+from . import metrics
 from .executor import AppContextExecutor
 from .jobstore import ClusterJobStore, StaleJobError, StoredJob
 from .ledger import Claim, RunKey, RunLedger
@@ -36,7 +37,8 @@ from .models import FAILED, MISSED, SCHEDULED
 
 logger = logging.getLogger(__name__)
 
-#: Re-scan this often even without a wake-up: catches lost messages and orphaned claims.
+#: Re-scan at least this often (the service passes less than a lease): catches lost
+#: wake-ups and orphaned claims, and shows in /health that the leader is processing.
 IDLE_RESCAN_S = 5.0
 #: After a failed pass (database down), try again this soon.
 RETRY_S = 1.0
@@ -57,11 +59,15 @@ class ClusterScheduler(BackgroundScheduler):
         ledger: RunLedger,
         fence: Callable[[], int | None],
         cluster_paused: Callable[[], bool],
+        on_pass: Callable[[], None] = lambda: None,
+        idle_rescan_s: float = IDLE_RESCAN_S,
         **options: Any,
     ) -> None:
         self._ledger = ledger
         self._fence = fence
         self._cluster_paused = cluster_paused
+        self._on_pass = on_pass
+        self._idle_rescan_s = idle_rescan_s
         self._failed_passes = 0
         self._processing = False
         super().__init__(**options)
@@ -158,9 +164,10 @@ class ClusterScheduler(BackgroundScheduler):
             self._fire(store.get_due_jobs(now), now, fence, store)
         self._adopt(fence, store)
         next_run = None if paused else store.get_next_run_time()
+        self._on_pass()
         if next_run is None:
-            return IDLE_RESCAN_S
-        return min(max((next_run - datetime.now(self.timezone)).total_seconds(), 0.0), IDLE_RESCAN_S)
+            return self._idle_rescan_s
+        return min(max((next_run - datetime.now(self.timezone)).total_seconds(), 0.0), self._idle_rescan_s)
 
     def _fire(self, due: list[StoredJob], now: datetime, fence: int, store: ClusterJobStore) -> None:
         """Claim every due fire time in one statement, hand out what we won, advance the jobs."""
@@ -183,14 +190,20 @@ class ClusterScheduler(BackgroundScheduler):
         if self._fence() != fence:
             return
         self._ledger.claim(missed, fence, MISSED, "Run time was missed by more than misfire_grace_time")
+        for key in missed:
+            metrics.run_ended(key.job_id, MISSED, None, None)
         won = {claim.key: claim for claim in self._ledger.claim([k for _, k in to_run], fence)}
         stuck: set[str] = set()
         for job, key in to_run:
             claim = won.get(key)
             if claim is None:
                 logger.info(
-                    "Run of %s at %s is already claimed: duplicate prevented", job.id, key.scheduled_at
+                    "Claim of %s at %s refused: already claimed, duplicate prevented",
+                    job.id,
+                    key.scheduled_at,
+                    extra={"job_id": job.id, "scheduled_at": key.scheduled_at, "fence": fence},
                 )
+                metrics.claims_refused(job.id)
             elif not self._submit(job, claim):
                 stuck.add(job.id)
         store.advance([(job, nxt) for job, nxt in moves if job.id not in stuck])

@@ -30,8 +30,9 @@ from apscheduler.job import Job
 from apscheduler.util import ref_to_obj
 from flask import Flask, g
 
+from . import metrics
 from .ledger import Claim, RunKey, RunLedger
-from .models import FAILED, SCHEDULED, SUCCEEDED, utcnow
+from .models import FAILED, MISSED, SCHEDULED, SUCCEEDED, utcnow
 from .recorder import Recorder
 
 logger = logging.getLogger(__name__)
@@ -111,31 +112,63 @@ class AppContextExecutor(BasePoolExecutor):
             if key.trigger == SCHEDULED and grace is not None and late > timedelta(seconds=grace):
                 self.ledger.miss(claim, f"Run time was missed by {late}")
                 logger.warning("Run of %s at %s missed by %s", key.job_id, key.scheduled_at, late)
+                metrics.run_ended(key.job_id, MISSED, None, None)
                 return [JobExecutionEvent(EVENT_JOB_MISSED, job.id, "default", key.scheduled_at)]
-            if self.ledger.start(claim) is None:
+            started_at = self.ledger.start(claim)
+            if started_at is None:
                 # Taken over by another leader (then this changes nothing), or paused.
                 self.ledger.miss(claim, "The job was paused before this run could start")
                 logger.info("Run of %s at %s not started: paused or taken over", key.job_id, key.scheduled_at)
                 return []
         finally:
             self._forget(key)
-        return [self._call(job, claim)]
+        return [self._call(job, claim, started_at)]
 
-    def _call(self, job: Job, claim: Claim) -> JobExecutionEvent:
+    def _call(self, job: Job, claim: Claim, started_at: datetime) -> JobExecutionEvent:
         key = claim.key
+        error: BaseException | None = None
+        formatted: str | None = None
+        retval: Any = None
         with self.app.app_context():
             g.jobservice_run = RunInfo(key.job_id, key.scheduled_at, key.trigger, claim.fence)
             try:
-                retval: Any = ref_to_obj(job.func_ref)(*job.args, **job.kwargs)
+                retval = ref_to_obj(job.func_ref)(*job.args, **job.kwargs)
             except BaseException as exc:
-                formatted = traceback.format_exc()
-                self.recorder.finished(key, FAILED, utcnow(), formatted)
-                logger.exception("Job %s (scheduled at %s) failed", key.job_id, key.scheduled_at)
-                return JobExecutionEvent(
-                    EVENT_JOB_ERROR, job.id, "default", key.scheduled_at, exception=exc, traceback=formatted
-                )
-        self.recorder.finished(key, SUCCEEDED, utcnow())
+                error, formatted = exc, traceback.format_exc()
+        finished_at = utcnow()
+        status = SUCCEEDED if error is None else FAILED
+        self.recorder.finished(key, status, finished_at, formatted)
+        self._log_run(claim, status, started_at, finished_at, formatted)
+        if error is not None:
+            return JobExecutionEvent(
+                EVENT_JOB_ERROR, job.id, "default", key.scheduled_at, exception=error, traceback=formatted
+            )
         return JobExecutionEvent(EVENT_JOB_EXECUTED, job.id, "default", key.scheduled_at, retval=retval)
+
+    @staticmethod
+    def _log_run(
+        claim: Claim, status: str, started_at: datetime, finished_at: datetime, formatted: str | None
+    ) -> None:
+        """One line per run: job, scheduled time, lateness, duration, status."""
+        key = claim.key
+        lateness_s = (started_at - key.scheduled_at).total_seconds()
+        duration_s = (finished_at - started_at).total_seconds()
+        metrics.run_ended(key.job_id, status, lateness_s, duration_s)
+        fields = {
+            "job_id": key.job_id,
+            "scheduled_at": key.scheduled_at,
+            "trigger": key.trigger,
+            "lateness_s": round(lateness_s, 6),
+            "duration_s": round(duration_s, 6),
+            "status": status,
+            "fence": claim.fence,
+        }
+        message = "Run of %s at %s %s: %.3fs late, took %.3fs"
+        args = (key.job_id, key.scheduled_at, status, lateness_s, duration_s)
+        if status == FAILED:
+            logger.error(message + "\n%s", *args, formatted, extra=fields)
+        else:
+            logger.info(message, *args, extra=fields)
 
     def _forget(self, key: RunKey) -> None:
         with self._inflight_lock:

@@ -25,9 +25,10 @@ MAX_POLL_S = 0.25
 
 
 class Elector:
-    """Campaigns for a lease in a thread; `on_change(fence or None)` on every change of role."""
+    """Campaigns for a lease in a thread; `on_change(fence or None, reason)` on every change
+    of role, the reason being "acquired", "lost" or "released"."""
 
-    def __init__(self, lease: Lease, lease_s: float, on_change: Callable[[int | None], None]) -> None:
+    def __init__(self, lease: Lease, lease_s: float, on_change: Callable[[int | None, str], None]) -> None:
         self.lease = lease
         self.lease_s = lease_s
         self._on_change = on_change
@@ -37,6 +38,11 @@ class Elector:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._failures = 0
+
+    def seconds_left(self) -> float | None:
+        """How long our lease can still be trusted, while we lead."""
+        term = self._term
+        return None if term is None else max(term[1] - time.monotonic(), 0.0)
 
     def fence(self) -> int | None:
         """Our fencing number while we lead and the lease can be trusted, else None."""
@@ -59,18 +65,17 @@ class Elector:
 
     def stop(self, release: bool = True) -> None:
         """Stop campaigning; stop leading at once and, if asked, release the lease."""
-        was_leader = self._term is not None
-        self._term = None
+        term, self._term = self._term, None
         self._stopped.set()
         self._poke.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        if was_leader:
-            self._on_change(None)
+        if term is not None:
+            self._on_change(None, "released")
             if release:
                 try:
                     self.lease.release()
-                    logger.info("Leadership released")
+                    logger.info("Leadership released (fence %d)", term[0], extra={"fence": term[0]})
                 except Exception as exc:  # the lease will expire on its own
                     logger.warning("Could not release the lease: %s", exc)
 
@@ -101,8 +106,8 @@ class Elector:
             return
         self._term = (fence, started + self.lease_s * TRUSTED_SHARE)
         self._renewed_at = started
-        logger.info("Leadership acquired (fence %d)", fence)
-        self._on_change(fence)
+        logger.info("Leadership acquired (fence %d)", fence, extra={"fence": fence})
+        self._on_change(fence, "acquired")
 
     def _break_dead_holder(self) -> None:
         """A holder whose process is gone is replaced now, not when its lease expires."""
@@ -128,6 +133,7 @@ class Elector:
                     "Lease renewed late: %.2fs after the previous renewal (fence %d)",
                     started - self._renewed_at,
                     term[0],
+                    extra={"fence": term[0]},
                 )
             self._failures = 0
             self._renewed_at = started
@@ -135,8 +141,8 @@ class Elector:
         elif renewed is False or time.monotonic() >= term[1]:
             self._term = None
             reason = "taken over" if renewed is False else "could not be renewed in time"
-            logger.warning("Leadership lost (fence %d): lease %s", term[0], reason)
-            self._on_change(None)
+            logger.warning("Leadership lost (fence %d): lease %s", term[0], reason, extra={"fence": term[0]})
+            self._on_change(None, "lost")
 
     def _log_failure(self, what: str, exc: Exception) -> None:
         """Log the first failure and then every 20th, so an outage does not flood the log."""

@@ -49,6 +49,9 @@ class Lease(Protocol):
     def leader(self) -> LeaderInfo | None:
         """The current holder, if any."""
 
+    def seconds_left(self) -> float | None:
+        """Time before the current holder's lease expires, if it can expire."""
+
     def holder_is_gone(self, info: LeaderInfo) -> bool:
         """True when the holder is known dead before its lease runs out."""
 
@@ -135,6 +138,10 @@ class RedisLease:
         text = token.decode()
         return LeaderInfo(text.split("|", 1)[0], int(fence) if fence else None, text)
 
+    def seconds_left(self) -> float | None:
+        ttl_ms = self._client.pttl(self._lock_name)
+        return ttl_ms / 1000 if ttl_ms >= 0 else None
+
     def holder_is_gone(self, info: LeaderInfo) -> bool:
         if not self._can_list_clients:
             return False
@@ -208,6 +215,9 @@ class FileLease:
             else:
                 return None
         return LeaderInfo(worker, fence, f"{fence} {worker}")
+
+    def seconds_left(self) -> float | None:
+        return None  # held as long as its process lives
 
     def holder_is_gone(self, info: LeaderInfo) -> bool:
         return False  # the kernel frees the lock the moment its holder dies

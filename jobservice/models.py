@@ -117,6 +117,8 @@ class ClusterState(db.Model):  # type: ignore[name-defined]
     paused = Column(Boolean, nullable=False, default=False)
     #: The highest fencing number handed out: a floor for the next one.
     fence = Column(BigInteger, nullable=False, default=0, server_default=text("0"))
+    #: When the leader last finished a pass over due jobs.
+    last_pass_at = Column(UTCDateTime)
     updated_at = Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
 
 

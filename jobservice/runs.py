@@ -87,6 +87,16 @@ def as_dict(row: Row[Any]) -> dict[str, Any]:
     }
 
 
+def run_counts(since: datetime, until: datetime | None = None) -> dict[str, int]:
+    """How many runs scheduled in [since, until) ended in each status. Call inside an app context."""
+    engine = current_app.extensions["jobservice"].engine
+    query = select(runs.c.status, func.count()).where(runs.c.scheduled_at >= since).group_by(runs.c.status)
+    if until is not None:
+        query = query.where(runs.c.scheduled_at < until)
+    with engine.connect() as conn:
+        return {status: count for status, count in conn.execute(query)}
+
+
 def purge_runs(older_than_days: int | None = None) -> int:
     """Delete finished runs older than this many days (default RUN_RETENTION_DAYS).
 
@@ -94,12 +104,38 @@ def purge_runs(older_than_days: int | None = None) -> int:
     """
     days = older_than_days if older_than_days is not None else current_app.config["RUN_RETENTION_DAYS"]
     cutoff = utcnow() - timedelta(days=days)
+    return _delete_in_batches(runs.c.scheduled_at < cutoff)
+
+
+def trim_runs(keep_per_job: int | None = None) -> int:
+    """Keep only the newest `keep_per_job` runs of each job (default RUN_RETENTION_PER_JOB)."""
+    keep = keep_per_job if keep_per_job is not None else current_app.config["RUN_RETENTION_PER_JOB"]
+    engine = current_app.extensions["jobservice"].engine
+    crowded = select(runs.c.job_id).group_by(runs.c.job_id).having(func.count() > keep)
+    with engine.connect() as conn:
+        job_ids = list(conn.execute(crowded).scalars())
+    total = 0
+    for job_id in job_ids:
+        oldest_kept = (
+            select(runs.c.id)
+            .where(runs.c.job_id == job_id)
+            .order_by(runs.c.id.desc())
+            .offset(keep - 1)
+            .limit(1)
+        )
+        with engine.connect() as conn:
+            threshold = conn.execute(oldest_kept).scalar()
+        if threshold is not None:
+            total += _delete_in_batches(runs.c.job_id == job_id, runs.c.id < threshold)
+    return total
+
+
+def _delete_in_batches(*conditions: Any) -> int:
+    """Delete finished runs matching the conditions, a batch per transaction."""
     engine = current_app.extensions["jobservice"].engine
     total = 0
     while True:
-        ids = (
-            select(runs.c.id).where(runs.c.scheduled_at < cutoff, runs.c.status != RUNNING).limit(PURGE_BATCH)
-        )
+        ids = select(runs.c.id).where(*conditions, runs.c.status != RUNNING).limit(PURGE_BATCH)
         with engine.begin() as conn:
             batch = [row[0] for row in conn.execute(ids)]
             if not batch:

@@ -11,6 +11,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,9 +26,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config import ConfigError
 
-from . import lifecycle
+from . import lifecycle, maintenance, metrics
 from .bus import RELEASED, WAKEUP, Bus, FileBus, RedisBus
-from .cluster_scheduler import ClusterScheduler
+from .cluster_scheduler import IDLE_RESCAN_S, ClusterScheduler
 from .database import check_schema, startup_lock
 from .declared import Reconciled, parse_declared, reconcile
 from .executor import AppContextExecutor
@@ -62,13 +63,20 @@ class JobService:
         self.recorder = Recorder(engine)
         self.cluster = Cluster(engine)
         self.rules = JobRules(config["JOB_PACKAGES"], self.timezone, executors=("default",))
-        self.declared = parse_declared(self.rules, config.get("JOBS") or [], self._declared_context(config))
+        context = self._declared_context(config)
+        self.declared = {
+            **parse_declared(self.rules, config.get("JOBS") or [], context),
+            **parse_declared(self._builtin_rules(), [maintenance.DEFINITION], context),
+        }
         self.max_workers = _max_workers(config.get("SCHEDULER_EXECUTORS") or {})
         self.executor = AppContextExecutor(app, self.ledger, self.recorder, self.fence, self.max_workers)
+        self._last_pass_recorded = 0.0
         self.scheduler = ClusterScheduler(
             ledger=self.ledger,
             fence=self.fence,
             cluster_paused=self.cluster.paused,
+            on_pass=self._passed,
+            idle_rescan_s=min(IDLE_RESCAN_S, self.lease_s),
             timezone=self.timezone,
             job_defaults=dict(config["SCHEDULER_JOB_DEFAULTS"]),
             jobstores={"default": self.store},
@@ -215,7 +223,24 @@ class JobService:
                 self._connections = (None, lease, FileBus(instance / f"events-{cluster_id}"))
         return self._connections
 
-    def _on_role_change(self, fence: int | None) -> None:
+    def lease_seconds_left(self) -> float | None:
+        """How long the current leader's lease lasts without renewal (None: no expiry or no leader)."""
+        if self.elector is not None and self.elector.fence() is not None:
+            return self.elector.seconds_left()
+        try:
+            return self.lease.seconds_left()
+        except (redis.RedisError, OSError):
+            return None
+
+    def _passed(self) -> None:
+        """Record, at most every half lease, that the leader processed due jobs."""
+        now = time.monotonic()
+        if now - self._last_pass_recorded >= self.lease_s / 2:
+            self.cluster.record_pass()
+            self._last_pass_recorded = now
+
+    def _on_role_change(self, fence: int | None, reason: str) -> None:
+        metrics.leadership_changed(fence, reason)
         if fence is None:
             if self.scheduler.state == STATE_RUNNING:
                 self.scheduler.pause()
@@ -232,6 +257,10 @@ class JobService:
                 self.elector.poke()
         elif self.fence() is not None:
             self.scheduler.wakeup()
+
+    def _builtin_rules(self) -> JobRules:
+        """The service's own jobs live outside JOB_PACKAGES and are declared only by it."""
+        return JobRules(("jobservice.maintenance",), self.timezone, executors=("default",))
 
     @staticmethod
     def _declared_context(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,8 @@ Kept in the database, not in Redis, so a pause survives restarts of everything.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
@@ -41,6 +43,17 @@ class Cluster:
             conn.execute(
                 state.update().where(state.c.id == ROW_ID, state.c.fence < fence).values(fence=fence)
             )
+
+    def record_pass(self) -> None:
+        """The leader finished a pass (it calls this at most every half lease)."""
+        with self.engine.begin() as conn:
+            conn.execute(state.update().where(state.c.id == ROW_ID).values(last_pass_at=utcnow()))
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole row, for /health, `scheduler status` and metrics."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(state).where(state.c.id == ROW_ID)).one()
+        return dict(row._mapping)
 
     def paused(self) -> bool:
         with self.engine.connect() as conn:

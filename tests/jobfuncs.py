@@ -90,6 +90,7 @@ def count(tag: str) -> None:
 
 
 def sleep_then_count(tag: str, seconds: float) -> None:
+    count(tag + "-start")
     time.sleep(seconds)
     count(tag)
 

@@ -164,7 +164,9 @@ def test_shutdown_never_loses_a_due_run(kind: str, make_app: Callable[..., Flask
         client.post("/scheduler/jobs", json={"id": "hourly", "next_run_time": due_at.isoformat(), **hourly})
         stop = app.extensions["jobservice"].scheduler.shutdown
         store = app.extensions["jobservice"].store
-    wait_for(lambda: datetime.now(UTC) > slow_at + timedelta(seconds=0.2))
+    wait_for(lambda: jobfuncs.COUNTS.get(name + "-slow-start"))
+    time.sleep(0.3)  # the scheduler's loop is asleep again, waiting for `hourly`
+    assert datetime.now(UTC) < due_at - timedelta(seconds=0.2)
     stop(wait=True)  # blocks on the running slow job while `hourly` comes due
     assert jobfuncs.COUNTS.get(name + "-slow"), "the running job was allowed to finish"
     ran = jobfuncs.COUNTS.get(name, [])
@@ -228,7 +230,7 @@ def test_unimportable_job_is_never_deleted(
         time.sleep(0.5)
     with engine.connect() as conn:
         left = conn.execute(text("SELECT id FROM apscheduler_jobs")).scalars().all()
-    assert left == ["from-newer-release"]
+    assert "from-newer-release" in left, "the job was deleted"
 
 
 # 4. A pause made through a follower is not undone by the leader's stale copy -----------

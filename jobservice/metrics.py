@@ -1,0 +1,153 @@
+"""Prometheus metrics (served at GET /metrics by health.py), correct under several gunicorn workers.
+
+Runs happen in whichever worker leads, while /metrics is answered by any worker, so
+the per-process numbers go through prometheus_client's multi-process mode (each
+process writes its values to files in PROMETHEUS_MULTIPROC_DIR; a scrape sums
+them). The cluster's own numbers (jobs in the store, lease time left, last pass)
+are read at scrape time from the database and the lease.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+# prometheus_client picks its mode when it is first imported: point it at a directory
+# this host's workers share before that happens. An explicit setting wins.
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "instance" / "prometheus"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(DEFAULT_DIR)
+
+from prometheus_client import (  # noqa: E402
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
+from prometheus_client.registry import Collector  # noqa: E402
+
+from .models import utcnow  # noqa: E402
+
+if TYPE_CHECKING:
+    from .scheduler import JobService
+
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+DURATION_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+
+RUNS = Counter("jobservice_runs", "Runs that ended, by job and status.", ["job_id", "status"])
+RUN_DURATION = Histogram(
+    "jobservice_run_duration_seconds", "How long runs took, by job.", ["job_id"], buckets=DURATION_BUCKETS
+)
+RUN_LATENESS = Histogram(
+    "jobservice_run_lateness_seconds",
+    "Start time minus scheduled time of runs, by job.",
+    ["job_id"],
+    buckets=LATENESS_BUCKETS,
+)
+CLAIMS_REFUSED = Counter(
+    "jobservice_claims_refused", "Claims refused because the fire time was already claimed.", ["job_id"]
+)
+LEADER = Gauge("jobservice_leader", "1 while this process leads, else 0.", multiprocess_mode="liveall")
+LEADERSHIP_CHANGES = Counter("jobservice_leadership_changes", "Changes of role in this process.", ["change"])
+
+_FILE_PID = re.compile(r"_(\d+)\.db$")
+
+
+def exposition(service: JobService) -> tuple[bytes, str]:
+    """Every worker's numbers summed, plus the cluster's own, in Prometheus text format."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(ClusterCollector(service))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def run_ended(job_id: str, status: str, lateness_s: float | None, duration_s: float | None) -> None:
+    RUNS.labels(job_id, status).inc()
+    if lateness_s is not None:
+        RUN_LATENESS.labels(job_id).observe(lateness_s)
+    if duration_s is not None:
+        RUN_DURATION.labels(job_id).observe(duration_s)
+
+
+def claims_refused(job_id: str) -> None:
+    CLAIMS_REFUSED.labels(job_id).inc()
+
+
+class ClusterCollector(Collector):
+    """Values that belong to the cluster, not to a process: read when scraped."""
+
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("jobservice_jobs", "Jobs in the store.")
+        jobs.add_metric([], self.service.store.count())
+        yield jobs
+        state = self.service.cluster.snapshot()
+        paused = GaugeMetricFamily("jobservice_cluster_paused", "1 while processing is paused everywhere.")
+        paused.add_metric([], 1 if state["paused"] else 0)
+        yield paused
+        since = GaugeMetricFamily(
+            "jobservice_seconds_since_last_pass", "Seconds since the leader last processed due jobs."
+        )
+        if state["last_pass_at"] is not None:
+            since.add_metric([], seconds_since(state["last_pass_at"]))
+        yield since
+        leader = self.service.leader()
+        fence = GaugeMetricFamily("jobservice_leader_fence", "Fencing number of the current leader.")
+        if leader is not None and leader.fence is not None:
+            fence.add_metric([], leader.fence)
+        yield fence
+        left = GaugeMetricFamily(
+            "jobservice_lease_seconds_left", "Seconds before the leader's lease expires."
+        )
+        seconds = self.service.lease_seconds_left()
+        if seconds is not None:
+            left.add_metric([], seconds)
+        yield left
+
+
+def seconds_since(moment: datetime) -> float:
+    return max((utcnow() - moment).total_seconds(), 0.0)
+
+
+def leadership_changed(fence: int | None, reason: str) -> None:
+    LEADER.set(0 if fence is None else 1)
+    LEADERSHIP_CHANGES.labels(reason).inc()
+
+
+_tidied = False
+
+
+def forget_dead_processes() -> None:
+    """Drop live gauges of processes that died without a word (kill -9); ours go at exit."""
+    global _tidied
+    if _tidied:
+        return
+    _tidied = True
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    for path in directory.glob("gauge_live*.db"):
+        match = _FILE_PID.search(path.name)
+        if match and not _alive(int(match[1])):
+            multiprocess.mark_process_dead(int(match[1]))
+    atexit.register(lambda: multiprocess.mark_process_dead(os.getpid()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,267 @@
+"""What operators see: log lines, metrics, retention, and no secret anywhere in them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pymysql
+import pytest
+from flask import Flask
+from sqlalchemy import func, insert, select
+
+from jobservice import create_app, maintenance
+from jobservice.extensions import db
+from jobservice.ledger import RunKey
+from jobservice.logs import JsonFormatter
+from jobservice.models import JobRun
+from tests.conftest import MARIADB, close_app, settings, wait_for
+from tests.netproxy import TcpProxy
+from tests.test_executor import finished_runs, leading_app, soon
+
+TOKEN = "metrics-token-0123456789abcdef"
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 if absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
+        if match and match[1] == name and ",".join(sorted((match[2] or "").split(","))) == wanted:
+            return float(match[3])
+    return 0.0
+
+
+def scrape(app: Flask, **headers: str) -> str:
+    response = app.test_client().get("/metrics", headers=headers)
+    assert response.status_code == 200, response.data[:300]
+    return response.get_data(as_text=True)
+
+
+def scrape_until(app: Flask, name: str, **labels: str) -> str:
+    """Scrape until the sample is there (outcomes are written a moment after a run)."""
+
+    def scraped() -> str | None:
+        text = scrape(app)
+        return text if sample(text, name, **labels) else None
+
+    return wait_for(scraped)
+
+
+# Logs -----------------------------------------------------------------------------------
+
+
+def test_json_log_lines_carry_the_fields() -> None:
+    record = logging.LogRecord("jobservice.executor", logging.INFO, __file__, 1, "Run of %s", ("x",), None)
+    record.job_id, record.fence = "x", 7
+    line = json.loads(JsonFormatter().format(record))
+    assert (
+        line["message"] == "Run of x" and line["level"] == "INFO" and line["logger"] == "jobservice.executor"
+    )
+    assert line["job_id"] == "x" and line["fence"] == 7 and "time" in line and "pid" in line
+
+
+def test_one_line_per_run_and_per_leadership_change(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="jobservice")
+    app = leading_app(make_app)
+    app.test_client().post(
+        "/scheduler/jobs", json={"id": "logged", "func": "tests.jobfuncs:noop", "run_date": soon()}
+    )
+    finished_runs(app, "logged")
+    wait_for(lambda: [r for r in caplog.records if getattr(r, "job_id", None) == "logged"])
+    [run_line] = [
+        r for r in caplog.records if getattr(r, "job_id", None) == "logged" and hasattr(r, "lateness_s")
+    ]
+    assert run_line.status == "succeeded" and run_line.fence >= 1
+    assert run_line.lateness_s >= 0 and run_line.duration_s >= 0
+    assert "Run of logged" in run_line.getMessage()
+    acquired = [r for r in caplog.records if r.getMessage().startswith("Leadership acquired")]
+    assert acquired and acquired[0].fence >= 1
+
+
+def test_json_format_is_chosen_by_setting(make_app: Callable[..., Flask]) -> None:
+    root = logging.getLogger()
+    handler = logging.StreamHandler()
+    root.addHandler(handler)
+    formatters = {h: h.formatter for h in root.handlers}
+    try:
+        make_app(LOG_FORMAT="json")
+        assert isinstance(handler.formatter, JsonFormatter)
+    finally:
+        root.removeHandler(handler)
+        for h, formatter in formatters.items():
+            h.setFormatter(formatter)
+
+
+# Secrets --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def password_user(mariadb_url: str) -> Iterator[tuple[str, str]]:
+    """A MariaDB user with a password, allowed on this test's database only."""
+    database = mariadb_url.rsplit("/", 1)[1]
+    user, password = f"js_{secrets.token_hex(4)}", f"hunter2-{secrets.token_hex(6)}"
+    with pymysql.connect(**MARIADB) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'")
+        cur.execute(f"GRANT ALL ON `{database}`.* TO '{user}'@'127.0.0.1'")
+    yield user, password
+    with pymysql.connect(**MARIADB) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP USER '{user}'@'127.0.0.1'")
+
+
+def test_no_token_or_database_password_in_logs_errors_health_or_metrics(
+    mariadb_url: str, password_user: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    user, password = password_user
+    proxy = TcpProxy("127.0.0.1", 3306)
+    database = mariadb_url.rsplit("/", 1)[1]
+    url = f"mysql+pymysql://{user}:{password}@127.0.0.1:{proxy.port}/{database}"
+    app = create_app(settings(url, SCHEDULER_API_TOKEN=TOKEN, SCHEDULER_AUTOSTART=True))
+    try:
+        client = app.test_client()
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        seen = [
+            client.get("/health").get_data(as_text=True),
+            client.get("/metrics", headers=auth).get_data(as_text=True),
+        ]
+        seen.append(
+            client.get("/scheduler", headers={"Authorization": "Bearer wrong-token"}).get_data(as_text=True)
+        )
+        proxy.cut()  # the database goes away
+        for path in ("/health", "/scheduler/jobs", "/scheduler", "/scheduler/runs"):
+            response = client.get(path, headers=auth)
+            assert response.status_code == 503
+            seen.append(response.get_data(as_text=True))
+        body = {"id": "x", "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
+        seen.append(client.post("/scheduler/jobs", json=body, headers=auth).get_data(as_text=True))
+    finally:
+        proxy.restore()
+        close_app(app)
+        proxy.close()
+    logged = "\n".join(logging.Formatter().format(r) for r in caplog.records)
+    for text in [*seen, logged]:
+        assert password not in text and TOKEN not in text
+
+
+# Metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_count_runs_lateness_and_leadership(make_app: Callable[..., Flask]) -> None:
+    app = leading_app(make_app)
+    job_id = f"m-{secrets.token_hex(3)}"
+    before = scrape(app)
+    for name, func_ref in ((job_id, "tests.jobfuncs:noop"), (job_id + "-bad", "tests.jobfuncs:fail")):
+        app.test_client().post("/scheduler/jobs", json={"id": name, "func": func_ref, "run_date": soon()})
+    finished_runs(app, job_id)
+    finished_runs(app, job_id + "-bad")
+    after = scrape_until(app, "jobservice_runs_total", job_id=job_id + "-bad", status="failed")
+    assert sample(after, "jobservice_runs_total", job_id=job_id, status="succeeded") == 1
+    assert sample(after, "jobservice_run_lateness_seconds_count", job_id=job_id) == 1
+    assert sample(after, "jobservice_run_duration_seconds_count", job_id=job_id) == 1
+    assert sample(after, "jobservice_leadership_changes_total", change="acquired") >= sample(
+        before, "jobservice_leadership_changes_total", change="acquired"
+    )
+    assert sample(after, "jobservice_jobs") == 1  # the maintenance job; the date jobs are done
+    assert sample(after, "jobservice_leader_fence") >= 1
+    assert 0 <= sample(after, "jobservice_seconds_since_last_pass") < 4
+    assert re.search(r'^jobservice_leader\{pid="\d+"\} 1\.0$', after, re.M)
+
+
+def test_refused_claims_are_counted(make_app: Callable[..., Flask]) -> None:
+    app = leading_app(make_app)
+    job_id = f"dup-{secrets.token_hex(3)}"
+    due = datetime.now(UTC) + timedelta(seconds=1)
+    with app.app_context():  # another leader already claimed this fire time
+        db.session.execute(
+            insert(JobRun).values(
+                job_id=job_id, trigger="scheduled", scheduled_at=RunKey(job_id, "scheduled", due).scheduled_at,
+                status="succeeded", claim="someone-else", fence=99,
+            )
+        )  # fmt: skip
+        db.session.commit()
+    body = {"id": job_id, "func": "tests.jobfuncs:noop", "run_date": due.isoformat()}
+    app.test_client().post("/scheduler/jobs", json=body)
+    text = scrape_until(app, "jobservice_claims_refused_total", job_id=job_id)
+    assert sample(text, "jobservice_claims_refused_total", job_id=job_id) == 1
+    with app.app_context():
+        prevented = db.session.execute(select(JobRun.prevented).where(JobRun.job_id == job_id)).scalar_one()
+    assert prevented == 1
+
+
+def test_metrics_need_the_token_when_one_is_set(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SCHEDULER_API_TOKEN=TOKEN)
+    assert app.test_client().get("/metrics").status_code == 401
+    scrape(app, Authorization=f"Bearer {TOKEN}")
+    app.config["METRICS_REQUIRE_TOKEN"] = False
+    scrape(app)
+
+
+def test_metrics_can_be_turned_off(make_app: Callable[..., Flask]) -> None:
+    assert make_app(METRICS_ENABLED=False).test_client().get("/metrics").status_code == 404
+
+
+# Retention ------------------------------------------------------------------------------
+
+
+def add_runs(app: Flask, job_id: str, ages_days: list[float], status: str = "succeeded") -> None:
+    now = datetime.now(UTC)
+    with app.app_context():
+        db.session.add_all(
+            JobRun(
+                job_id=job_id,
+                trigger="scheduled",
+                scheduled_at=now - timedelta(days=age, seconds=n),
+                status=status,
+            )
+            for n, age in enumerate(ages_days)
+        )
+        db.session.commit()
+
+
+def count_runs(app: Flask, job_id: str) -> int:
+    with app.app_context():
+        return db.session.execute(select(func.count()).where(JobRun.job_id == job_id)).scalar_one()
+
+
+def test_maintenance_purges_by_age_and_by_count_per_job(make_app: Callable[..., Flask]) -> None:
+    app = make_app(RUN_RETENTION_DAYS=30, RUN_RETENTION_PER_JOB=5)
+    add_runs(app, "old", [40, 35, 1])
+    add_runs(app, "busy", [0.01] * 8)
+    add_runs(app, "running", [45], status="running")  # never purged while it runs
+    with app.app_context():
+        removed = maintenance.purge_run_history()
+    assert removed == {"by_age": 2, "by_count": 3}
+    assert (count_runs(app, "old"), count_runs(app, "busy"), count_runs(app, "running")) == (1, 5, 1)
+    newest = app.test_client().get("/scheduler/jobs/busy/runs").json
+    assert len(newest) == 5 and newest == sorted(newest, key=lambda r: r["id"], reverse=True)
+
+
+def test_maintenance_job_is_declared_by_the_service(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SCHEDULER_AUTOSTART=True)
+    job = app.test_client().get(f"/scheduler/jobs/{maintenance.JOB_ID}").json
+    assert job["func"] == "jobservice.maintenance:purge_run_history" and job["minutes"] == 10
+
+
+def test_example_report_job_counts_yesterdays_runs(make_app: Callable[..., Flask]) -> None:
+    from jobs.reports import daily_run_summary
+
+    app = make_app()
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = [("a", midnight - timedelta(hours=12), "succeeded"), ("b", midnight - timedelta(hours=1), "succeeded"),
+            ("c", midnight - timedelta(hours=2), "failed"), ("d", midnight - timedelta(hours=30), "failed"),
+            ("e", midnight + timedelta(minutes=1), "failed")]  # fmt: skip
+    with app.app_context():
+        db.session.add_all(
+            JobRun(job_id=j, trigger="scheduled", scheduled_at=at, status=st) for j, at, st in rows
+        )
+        db.session.commit()
+        assert daily_run_summary() == {"succeeded": 2, "failed": 1}
