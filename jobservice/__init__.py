@@ -9,7 +9,7 @@ from flask import Flask
 
 import config
 
-from . import api, database, health, logs, scheduler
+from . import api, cli, database, health, logs, scheduler
 from .runs import purge_runs, run_counts
 
 __all__ = ["create_app", "purge_runs", "run_counts"]
@@ -29,4 +29,5 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     scheduler.init_app(app)
     api.init_app(app)
     health.init_app(app)
+    cli.init_app(app)
     return app

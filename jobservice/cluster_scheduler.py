@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.events import (
+    EVENT_JOB_ADDED,
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MODIFIED,
     EVENT_JOB_SUBMITTED,
@@ -26,6 +27,7 @@ from apscheduler.events import (
     JobSubmissionEvent,
 )
 from apscheduler.executors.base import MaxInstancesReachedError
+from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
 
@@ -137,6 +139,26 @@ class ClusterScheduler(BackgroundScheduler):
         if self.state == STATE_RUNNING:
             self.wakeup()
         return job
+
+    def add_jobs(self, specs: list[dict[str, Any]], replace: bool = False) -> list[Job]:
+        """Add many jobs at once, all or none (APScheduler's add_job, one transaction)."""
+        now = datetime.now(self.timezone)
+        jobs = []
+        for spec in specs:
+            fields = {k: v for k, v in spec.items() if k != "replace_existing"}
+            job = Job(self, **{"executor": "default", **fields})
+            defaults = {k: v for k, v in self._job_defaults.items() if not hasattr(job, k)}
+            if not hasattr(job, "next_run_time"):
+                defaults["next_run_time"] = job.trigger.get_next_fire_time(None, now)
+            job._modify(**defaults)
+            job._jobstore_alias = "default"
+            jobs.append(job)
+        self._jobstores["default"].add_many(jobs, replace=replace)
+        for job in jobs:
+            self._dispatch_event(JobEvent(EVENT_JOB_ADDED, job.id, "default"))
+        if self.state == STATE_RUNNING:
+            self.wakeup()
+        return jobs
 
     # A pass -----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ CHANGE_FIELDS = (
 #: 191 = the longest key MySQL can index in utf8mb4 (the job table's primary key).
 MAX_ID_LENGTH = 191
 MAX_NAME_LENGTH = 255
+RESERVED_IDS = frozenset({"export"})
 MAX_INSTANCES = 1000
 FUNC_REF = re.compile(r"(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<name>[A-Za-z_]\w*)")
 
@@ -186,6 +187,8 @@ def _job_id(value: object) -> str:
         raise InvalidJob("id", f"id must be at most {MAX_ID_LENGTH} characters")
     if "/" in value or not value.isprintable():
         raise InvalidJob("id", "id must not contain '/' or control characters (it is part of URLs)")
+    if value in RESERVED_IDS:
+        raise InvalidJob("id", f"id {value!r} is reserved: GET /scheduler/jobs/{value} is another route")
     if value != value.strip():
         # MySQL compares keys ignoring trailing spaces: "a" and "a " would be one job.
         raise InvalidJob("id", "id must not start or end with whitespace")

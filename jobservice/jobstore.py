@@ -110,6 +110,26 @@ class ClusterJobStore(SQLAlchemyJobStore):
         if isinstance(job, StoredJob):
             job.version = 1
 
+    def add_many(self, jobs: Sequence[Job], replace: bool = False) -> None:
+        """Add all of these jobs in one transaction (replacing same-id jobs if asked), or none."""
+        rows = [
+            {
+                "id": job.id,
+                "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
+                "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
+                "version": 1,
+            }
+            for job in jobs
+        ]
+        with self.engine.begin() as conn:
+            if replace:
+                conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id.in_([job.id for job in jobs])))
+            try:
+                if rows:
+                    conn.execute(self.jobs_t.insert(), rows)
+            except IntegrityError:
+                raise ConflictingIdError(", ".join(job.id for job in jobs[:5])) from None
+
     def update_job(self, job: Job) -> None:
         """Write the whole job; refused if someone else wrote it since it was read."""
         t = self.jobs_t

@@ -86,7 +86,8 @@ class JobService:
         self.elector: Elector | None = None
         self.started = False
         self.should_restart_after_fork = False
-        self._connections: tuple[redis.Redis | None, Lease, Bus] | None = None
+        self._redis: redis.Redis | None = None
+        self._connections: tuple[Lease, Bus] | None = None
 
     # Roles ----------------------------------------------------------------------
 
@@ -102,8 +103,8 @@ class JobService:
         """The current leader, or None if nobody leads or the lease cannot be read."""
         try:
             return self.lease.leader()
-        except (redis.RedisError, OSError) as exc:
-            logger.debug("Cannot read the leader: %s", exc)
+        except (redis.RedisError, OSError, SQLAlchemyError) as exc:
+            logger.debug("Cannot read the leader: %s", exc.__class__.__name__)
             return None
 
     def notify(self) -> None:
@@ -173,10 +174,9 @@ class JobService:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         if self._connections is not None:
-            client, lease, _ = self._connections
-            lease.close()
-            if client is not None:
-                client.close()
+            self._connections[0].close()
+        if self._redis is not None:
+            self._redis.close()
 
     def after_fork(self) -> None:
         """In a forked child: nothing of the parent's threads, sockets or locks is usable."""
@@ -192,35 +192,39 @@ class JobService:
         self.started = False
         self.elector = None
         self.pid = os.getpid()
-        self._connections = None  # the parent's sockets are not ours
+        self._redis = None  # the parent's sockets are not ours
+        self._connections = None
 
-    # Connections of this process, opened on first use (they need the schema's cluster id)
+    # Connections of this process, opened on first use -----------------------------
 
     @property
     def redis(self) -> redis.Redis | None:
-        return self._open()[0]
+        """The shared Redis client (None without REDIS_URL)."""
+        if self._redis is None and self.redis_url is not None:
+            self._redis = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        return self._redis
 
     @property
     def lease(self) -> Lease:
-        return self._open()[1]
+        return self._open()[0]
 
     @property
     def bus(self) -> Bus:
-        return self._open()[2]
+        return self._open()[1]
 
-    def _open(self) -> tuple[redis.Redis | None, Lease, Bus]:
+    def _open(self) -> tuple[Lease, Bus]:
+        """The lease and the bus are named after the cluster id, which the database holds."""
         if self._connections is None:
             cluster_id = self.cluster.cluster_id
-            if self.redis_url is not None:
+            if self.redis is not None and self.redis_url is not None:
                 prefix = f"jobservice:{cluster_id}"
-                client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
                 lease: Lease = RedisLease(self.redis_url, prefix, self.lease_s, self.cluster.fence_floor)
-                self._connections = (client, lease, RedisBus(client, prefix))
+                self._connections = (lease, RedisBus(self.redis, prefix))
             else:
                 instance = Path(self.app.instance_path)
                 instance.mkdir(parents=True, exist_ok=True)
                 lease = FileLease(instance / f"leader-{cluster_id}.lock")
-                self._connections = (None, lease, FileBus(instance / f"events-{cluster_id}"))
+                self._connections = (lease, FileBus(instance / f"events-{cluster_id}"))
         return self._connections
 
     def lease_seconds_left(self) -> float | None:
@@ -229,7 +233,7 @@ class JobService:
             return self.elector.seconds_left()
         try:
             return self.lease.seconds_left()
-        except (redis.RedisError, OSError):
+        except (redis.RedisError, OSError, SQLAlchemyError):
             return None
 
     def _passed(self) -> None:

@@ -26,6 +26,7 @@ os.environ["JOBSERVICE_ENV"] = "testing"
 from jobservice import create_app  # noqa: E402
 from jobservice.extensions import db  # noqa: E402
 from tests import jobfuncs  # noqa: E402
+from tests.netproxy import TcpProxy  # noqa: E402
 
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -133,6 +134,18 @@ def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
     yield make
     for app in reversed(apps):
         close_app(app)
+
+
+@pytest.fixture
+def proxied_app(mariadb_url: str) -> Iterator[tuple[Flask, TcpProxy]]:
+    """An app whose MariaDB connection runs through a proxy the test can cut."""
+    proxy = TcpProxy("127.0.0.1", 3306)
+    url = mariadb_url.replace("127.0.0.1:3306", f"127.0.0.1:{proxy.port}")
+    app = create_app(settings(url))
+    yield app, proxy
+    proxy.restore()
+    close_app(app)
+    proxy.close()
 
 
 @pytest.fixture

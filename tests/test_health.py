@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 from flask import Flask
 
-from jobservice import create_app
-from tests.conftest import close_app, settings, wait_for
+from tests.conftest import wait_for
 from tests.netproxy import TcpProxy
 
 
@@ -37,18 +35,6 @@ def test_health_with_redis(make_app: Callable[..., Flask], redis_url: str) -> No
 def test_follower_without_a_leader_is_degraded(make_app: Callable[..., Flask]) -> None:
     body = make_app().test_client().get("/health").json  # this process never campaigns
     assert body["status"] == "degraded" and body["role"] == "follower" and body["leader"] is None
-
-
-@pytest.fixture
-def proxied_app(mariadb_url: str) -> Iterator[tuple[Flask, TcpProxy]]:
-    """An app whose MariaDB connection runs through a proxy the test can cut."""
-    proxy = TcpProxy("127.0.0.1", 3306)
-    url = mariadb_url.replace("127.0.0.1:3306", f"127.0.0.1:{proxy.port}")
-    app = create_app(settings(url))
-    yield app, proxy
-    proxy.restore()
-    close_app(app)
-    proxy.close()
 
 
 def test_database_unreachable_gives_503_json_and_recovers(proxied_app: tuple[Flask, TcpProxy]) -> None:

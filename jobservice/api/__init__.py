@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
-from . import auth, control, errors, history, jobs
+from . import auth, control, errors, history, jobs, openapi, transfer
 
 
 def init_app(app: Flask) -> None:
@@ -15,6 +15,8 @@ def init_app(app: Flask) -> None:
     bp = Blueprint("scheduler", __name__)
     bp.before_request(auth.require_token)
     control.register(bp)
+    transfer.register(bp)  # before the job routes: /jobs/export is not a job id
     jobs.register(bp)
     history.register(bp)
+    openapi.register(bp)
     app.register_blueprint(bp, url_prefix=app.config["SCHEDULER_API_PREFIX"] or "")

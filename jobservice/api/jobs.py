@@ -8,18 +8,16 @@ from urllib.parse import urlencode
 from apscheduler.jobstores.base import JobLookupError
 from flask import Blueprint, Response, request
 from flask_apscheduler.json import jsonify
-from flask_apscheduler.utils import job_to_dict
 
 from ..cluster_scheduler import RESCHEDULE
 from ..jobstore import StoredJob
-from ..runs import last_runs
+from ..payloads import job_payloads
 from ..scheduler import current_service
 from .errors import json_body
 from .params import int_arg
 
 MAX_PAGE = 1000
 MAX_OFFSET = 2**31
-LAST_RUN_CHUNK = 1000
 
 
 def register(bp: Blueprint) -> None:
@@ -109,12 +107,7 @@ def _job_response(job_id: str) -> Response:
 
 
 def _with_last_run(jobs: list[StoredJob]) -> list[dict[str, Any]]:
-    """Flask-APScheduler's job JSON, plus `last_run` (status and times, or null)."""
-    latest: dict[str, dict[str, Any]] = {}
-    ids = [job.id for job in jobs]
-    for start in range(0, len(ids), LAST_RUN_CHUNK):
-        latest.update(last_runs(current_service().engine, ids[start : start + LAST_RUN_CHUNK]))
-    return [{**job_to_dict(job), "last_run": latest.get(job.id)} for job in jobs]
+    return job_payloads(current_service(), jobs)
 
 
 def _job(job_id: str) -> StoredJob:

@@ -1,0 +1,475 @@
+"""GET /scheduler/openapi.json: an OpenAPI 3.1 document of every route this service serves.
+
+Built from the app's settings (API prefix, token), so it always matches what is
+served; tests check real responses against it and fuzz the API with schemathesis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from ..jobdefs import MAX_ID_LENGTH, MAX_INSTANCES, MAX_NAME_LENGTH
+from ..models import STATUSES
+from ..triggers import CRON_FIELDS, INTERVAL_UNITS
+from .history import MAX_PAGE as MAX_RUNS_PAGE
+from .jobs import MAX_OFFSET, MAX_PAGE
+
+JSON = "application/json"
+STRING_OR_NULL = {"type": ["string", "null"]}
+DATE_TIME = {"type": "string", "format": "date-time"}
+DATE_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+
+
+def register(bp: Blueprint) -> None:
+    bp.get("/openapi.json")(openapi_json)
+
+
+def openapi_json() -> Response:
+    return jsonify(
+        document(
+            current_app.config["SCHEDULER_API_PREFIX"] or "",
+            bool(current_app.config.get("SCHEDULER_API_TOKEN")),
+        )
+    )
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def errors(*statuses: int) -> dict[str, Any]:
+    """Error responses: always 503 (database down) and, for any /scheduler route, 401."""
+    text = {
+        400: "Bad input; `field` names it",
+        401: "Missing or wrong bearer token",
+        404: "No such job (or route)",
+        409: "The id is taken, or the job kept changing under concurrent writes",
+        413: "The request body is too large",
+        503: "The database is unavailable",
+    }
+    return {str(status): body(ref("Error"), text[status]) for status in sorted({*statuses, 401, 503})}
+
+
+def job_id_parameter() -> dict[str, Any]:
+    return {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+
+
+def job_operation(summary: str, *statuses: int, request: dict[str, Any] | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [job_id_parameter()],
+        "responses": {"200": body(ref("Job"), "The job"), **errors(404, *statuses)},
+    }
+    if request is not None:
+        operation["requestBody"] = request
+    return operation
+
+
+def document(prefix: str, token_required: bool) -> dict[str, Any]:
+    """The whole API, with its prefix; the bearer scheme applies when a token is configured."""
+    p = prefix
+    no_content = {"description": "Done"}
+    paths: dict[str, Any] = {
+        f"{p}": {
+            "get": {
+                "summary": "This process and the cluster",
+                "responses": {"200": body(ref("SchedulerInfo"), "Info"), **errors()},
+            }
+        },
+        f"{p}/pause": {
+            "post": {
+                "summary": "Pause processing on every process",
+                "responses": {"204": no_content, **errors()},
+            }
+        },
+        f"{p}/resume": {
+            "post": {
+                "summary": "Resume processing on every process",
+                "responses": {"204": no_content, **errors()},
+            }
+        },
+        f"{p}/start": {
+            "post": {
+                "summary": "Start processing cluster-wide (400 if running)",
+                "responses": {"204": no_content, **errors(400)},
+            }
+        },
+        f"{p}/shutdown": {
+            "post": {
+                "summary": "Stop processing cluster-wide (400 if stopped); processes stay in standby",
+                "requestBody": {"required": False, "content": {JSON: {"schema": ref("Shutdown")}}},
+                "responses": {"204": no_content, **errors(400)},
+            }
+        },
+        f"{p}/jobs": {
+            "get": {
+                "summary": "All jobs, or one page of them",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                    },
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+                    },
+                ],
+                "responses": {
+                    "200": body({"type": "array", "items": ref("Job")}, "Jobs, next run first"),
+                    **errors(400),
+                },
+            },
+            "post": {
+                "summary": "Add a job",
+                "requestBody": {"required": True, "content": {JSON: {"schema": ref("NewJob")}}},
+                "responses": {"200": body(ref("Job"), "The job added"), **errors(400, 409, 413)},
+            },
+        },
+        f"{p}/jobs/export": {
+            "get": {
+                "summary": "Every job as one file",
+                "responses": {"200": body(ref("Export"), "The export"), **errors()},
+            }
+        },
+        f"{p}/jobs/import": {
+            "post": {
+                "summary": "Import an export: every job or none",
+                "parameters": [
+                    {
+                        "name": "replace",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["true", "false", "1", "0"]},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {
+                            "schema": {"oneOf": [ref("Export"), {"type": "array", "items": ref("NewJob")}]}
+                        },
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {"file": {"type": "string", "format": "binary"}},
+                            }
+                        },
+                    },
+                },
+                "responses": {"200": body(ref("ImportResult"), "Imported"), **errors(400, 409, 413)},
+            }
+        },
+        f"{p}/jobs/{{job_id}}": {
+            "get": job_operation("One job"),
+            "patch": job_operation(
+                "Change a job; a new trigger replaces the old one and keeps a pause",
+                400,
+                409,
+                413,
+                request={"required": True, "content": {JSON: {"schema": ref("JobChanges")}}},
+            ),
+            "delete": {
+                "summary": "Remove a job",
+                "parameters": [job_id_parameter()],
+                "responses": {"204": no_content, **errors(404)},
+            },
+        },
+        f"{p}/jobs/{{job_id}}/pause": {"post": job_operation("Pause a job everywhere")},
+        f"{p}/jobs/{{job_id}}/resume": {
+            "post": {
+                "summary": "Resume a job (null when it has no run time left and was removed)",
+                "parameters": [job_id_parameter()],
+                "responses": {
+                    "200": body({"oneOf": [ref("Job"), {"type": "null"}]}, "The job"),
+                    **errors(404),
+                },
+            }
+        },
+        f"{p}/jobs/{{job_id}}/run": {
+            "post": job_operation("Run now (queued for the leader; returns at once)")
+        },
+        f"{p}/jobs/{{job_id}}/runs": {"get": runs_operation("One job's runs, newest first", with_job=True)},
+        f"{p}/runs": {"get": runs_operation("All runs, newest first", with_job=False)},
+        f"{p}/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {
+                    "200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}},
+                    **errors(),
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Can this process serve; who leads; is the leader processing",
+                "security": [],
+                "responses": {
+                    "200": body(ref("Health"), "Serving"),
+                    "503": body(ref("Health"), "The database is unreachable"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (behind the token unless METRICS_REQUIRE_TOKEN is off)",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **errors(),
+                },
+            }
+        },
+    }
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "jobservice",
+            "version": "1",
+            "description": "Flask-APScheduler's REST API, with one scheduler per cluster. Every error is "
+            '`{"error_message": ...}`; `field` names the input at fault.',
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+    if token_required:
+        doc["security"] = [{"bearerAuth": []}]
+    else:  # then nothing answers 401
+        for item in paths.values():
+            for operation in item.values():
+                operation["responses"].pop("401", None)
+    return doc
+
+
+def runs_operation(summary: str, with_job: bool) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RUNS_PAGE},
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "From the Link header",
+        },
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
+        {"name": "since", "in": "query", "schema": DATE_TIME},
+        {"name": "until", "in": "query", "schema": DATE_TIME},
+    ]
+    if with_job:
+        parameters.insert(0, job_id_parameter())
+    else:
+        parameters.append({"name": "job_id", "in": "query", "schema": {"type": "string"}})
+    return {
+        "summary": summary,
+        "parameters": parameters,
+        "responses": {"200": body({"type": "array", "items": ref("Run")}, "Runs"), **errors(400)},
+    }
+
+
+def trigger_fields() -> dict[str, Any]:
+    number = {"type": "number", "minimum": 0}
+    cron_field = {"type": ["string", "integer"]}
+    return {
+        "trigger": {"type": "string", "enum": ["date", "interval", "cron"]},
+        "run_date": DATE_TIME,
+        "start_date": DATE_TIME,
+        "end_date": DATE_TIME,
+        "timezone": {"type": "string", "description": "IANA time zone"},
+        "jitter": {"type": "integer", "minimum": 0},
+        **{unit: number for unit in INTERVAL_UNITS},
+        **{field: cron_field for field in CRON_FIELDS},
+    }
+
+
+def job_fields() -> dict[str, Any]:
+    return {
+        "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
+        "func": {
+            "type": "string",
+            "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+            "description": "module:function in a job package",
+        },
+        "args": {"type": "array"},
+        "kwargs": {"type": "object"},
+        "misfire_grace_time": {"type": ["integer", "null"], "minimum": 1},
+        "coalesce": {"type": "boolean"},
+        "max_instances": {"type": "integer", "minimum": 1, "maximum": MAX_INSTANCES},
+        "next_run_time": {**DATE_TIME_OR_NULL, "description": "null adds or sets the job paused"},
+        "executor": {"type": "string", "enum": ["default"]},
+        **trigger_fields(),
+    }
+
+
+def schemas() -> dict[str, Any]:
+    job_id = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_ID_LENGTH,
+        "pattern": r"^[^/\s](?:[^/]*[^/\s])?$",
+    }
+    run_summary = {
+        "status": {"type": "string", "enum": list(STATUSES)},
+        "scheduled_at": DATE_TIME,
+        "started_at": DATE_TIME_OR_NULL,
+        "finished_at": DATE_TIME_OR_NULL,
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error_message"],
+            "properties": {
+                "error_message": {"type": "string"},
+                "field": {"type": "string"},
+                "errors": {"type": "array", "items": ref("JobError")},
+            },
+        },
+        "JobError": {
+            "type": "object",
+            "required": ["index", "error_message"],
+            "properties": {
+                "index": {"type": "integer"},
+                "id": STRING_OR_NULL,
+                "field": STRING_OR_NULL,
+                "error_message": {"type": "string"},
+            },
+        },
+        "NewJob": {
+            "type": "object",
+            "required": ["id", "func"],
+            "additionalProperties": False,
+            "properties": {
+                "id": job_id,
+                **job_fields(),
+                "replace_existing": {"type": "boolean"},
+                "jobstore": {"type": "string", "enum": ["default"]},
+            },
+        },
+        "JobChanges": {"type": "object", "additionalProperties": False, "properties": job_fields()},
+        "Job": {
+            "type": "object",
+            "required": ["id", "name", "func", "args", "kwargs", "trigger", "last_run"],
+            "properties": {
+                "id": {"type": "string"},
+                "name": {"type": "string"},
+                "func": {"type": "string"},
+                "args": {"type": "array"},
+                "kwargs": {"type": "object"},
+                **{k: v for k, v in trigger_fields().items() if k not in ("jitter", "timezone")},
+                **{field: {"type": "string"} for field in CRON_FIELDS},
+                "trigger": {"type": "string"},
+                "misfire_grace_time": {"type": ["integer", "null"]},
+                "max_instances": {"type": "integer"},
+                "next_run_time": DATE_TIME_OR_NULL,
+                "last_run": {
+                    "oneOf": [
+                        {"type": "null"},
+                        {"type": "object", "required": list(run_summary), "properties": run_summary},
+                    ]
+                },
+            },
+        },
+        "Run": {
+            "type": "object",
+            "required": [
+                "id",
+                "job_id",
+                "trigger",
+                "status",
+                "scheduled_at",
+                "started_at",
+                "finished_at",
+                "duration_ms",
+                "error",
+                "worker",
+                "fence",
+                "prevented",
+            ],
+            "properties": {
+                "id": {"type": "integer"},
+                "job_id": {"type": "string"},
+                "trigger": {"type": "string", "enum": ["scheduled", "manual"]},
+                **run_summary,
+                "duration_ms": {"type": ["number", "null"]},
+                "error": STRING_OR_NULL,
+                "worker": STRING_OR_NULL,
+                "fence": {"type": ["integer", "null"]},
+                "prevented": {"type": "integer"},
+            },
+        },
+        "SchedulerInfo": {
+            "type": "object",
+            "required": ["current_host", "allowed_hosts", "running", "role", "leader", "fence", "state"],
+            "properties": {
+                "current_host": {"type": "string"},
+                "allowed_hosts": {"type": "array", "items": {"type": "string"}},
+                "running": {"type": "boolean"},
+                "role": {"type": "string", "enum": ["leader", "follower"]},
+                "leader": STRING_OR_NULL,
+                "fence": {"type": ["integer", "null"]},
+                "state": {"type": "string", "enum": ["running", "paused"]},
+            },
+        },
+        "Shutdown": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"wait": {"type": "boolean"}},
+        },
+        "Export": {
+            "type": "object",
+            "required": ["jobs"],
+            "properties": {
+                "version": {"type": "integer", "enum": [1]},
+                "exported_at": DATE_TIME,
+                "timezone": {"type": "string"},
+                "jobs": {"type": "array", "items": ref("NewJob")},
+            },
+        },
+        "ImportResult": {
+            "type": "object",
+            "required": ["imported", "ids"],
+            "properties": {
+                "imported": {"type": "integer"},
+                "ids": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": [
+                "status",
+                "role",
+                "leader",
+                "fence",
+                "database",
+                "redis",
+                "jobs",
+                "lease_seconds_left",
+                "seconds_since_last_pass",
+            ],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "degraded", "error"]},
+                "role": {"type": "string", "enum": ["leader", "follower"]},
+                "leader": STRING_OR_NULL,
+                "fence": {"type": ["integer", "null"]},
+                "database": {"type": "string", "enum": ["ok", "unreachable"]},
+                "redis": {"type": "string", "enum": ["ok", "unreachable", "not configured"]},
+                "jobs": {"type": ["integer", "null"]},
+                "lease_seconds_left": {"type": ["number", "null"]},
+                "seconds_since_last_pass": {"type": ["number", "null"]},
+            },
+        },
+    }
