@@ -228,7 +228,7 @@ def runs_command(job_id: str | None, status: str | None, limit: int, as_json: bo
                     r["duration_ms"],
                     r["worker"],
                     r["fence"],
-                    (r["error"] or "").strip().splitlines()[-1:],
+                    _last_line(r["error"]),
                 ]
                 for r in rows
             ],  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,3 +120,26 @@ def test_a_job_that_forks_does_not_make_its_child_a_candidate(
     assert leader_pid(server) == server.pid
     rows = [f for f in fires(mariadb_url) if f.note == "parent"]
     assert [at for at, n in Counter(f.scheduled_at for f in rows).items() if n > 1] == []
+
+
+def test_metrics_are_the_same_whichever_worker_answers(
+    started: list[Server], mariadb_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    prepare(mariadb_url)
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    env = server_env(mariadb_url, redis_url, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    host = serve(started, gunicorn("metrics", env, tmp_path, workers=3))
+    runs_once_per_fire(host, mariadb_url, seconds=3.5)
+    host.post("/scheduler/jobs/tick/pause")
+    fired = len(fires(mariadb_url))
+    wait_for(lambda: host.get("/scheduler/jobs/tick/runs")[1] and all(
+        r["status"] != "running" for r in host.get("/scheduler/jobs/tick/runs")[1]), timeout_s=5)  # fmt: skip
+    scrapes = set()
+    for _ in range(12):  # the kernel spreads these over the three workers
+        with urllib.request.urlopen(host.url("/metrics"), timeout=5) as response:
+            text = response.read().decode()
+        match = re.search(r'^jobservice_runs_total\{job_id="tick",status="succeeded"\} (\S+)$', text, re.M)
+        leaders = re.findall(r'^jobservice_leader\{pid="\d+"\} 1\.0$', text, re.M)
+        scrapes.add((float(match[1]) if match else 0.0, len(leaders)))
+    assert scrapes == {(float(fired), 1)}
