@@ -21,7 +21,6 @@ import redis
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import STATE_RUNNING
 from flask import Flask, current_app
-from flask_apscheduler import APScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import ConfigError
@@ -29,6 +28,7 @@ from config import ConfigError
 from . import lifecycle, maintenance, metrics
 from .bus import RELEASED, WAKEUP, Bus, FileBus, RedisBus
 from .cluster_scheduler import IDLE_RESCAN_S, ClusterScheduler
+from .compat import FlaskScheduler
 from .database import check_schema, startup_lock
 from .declared import Reconciled, parse_declared, reconcile
 from .executor import AppContextExecutor
@@ -270,33 +270,6 @@ class JobService:
     def _declared_context(config: Mapping[str, Any]) -> dict[str, Any]:
         """Settings a declared job's meaning depends on: a change re-applies it."""
         return {"timezone": config["SCHEDULER_TIMEZONE"], "defaults": config["SCHEDULER_JOB_DEFAULTS"]}
-
-
-class FlaskScheduler(APScheduler):
-    """Flask-APScheduler's Python interface (`app.apscheduler`) over the cluster scheduler."""
-
-    def __init__(self, app: Flask, service: JobService) -> None:
-        super().__init__(scheduler=service.scheduler)
-        self._service = service
-        self.app = app
-        self.api_enabled = app.config["SCHEDULER_API_ENABLED"]
-        self.api_prefix = app.config["SCHEDULER_API_PREFIX"]
-        app.apscheduler = self  # type: ignore[attr-defined]
-
-    def start(self, paused: bool = False) -> None:
-        self._service.start()
-
-    def shutdown(self, wait: bool = True) -> None:
-        self._service.stop()
-
-    def pause(self) -> None:
-        self._service.set_paused(True)
-
-    def resume(self) -> None:
-        self._service.set_paused(False)
-
-    def run_job(self, id: str, jobstore: str | None = None) -> None:  # noqa: A002 (upstream name)
-        self._service.request_run(id)
 
 
 def init_app(app: Flask) -> None:

@@ -10,16 +10,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from ..jobdefs import MAX_ID_LENGTH, MAX_INSTANCES, MAX_NAME_LENGTH
 from ..models import STATUSES
-from ..triggers import CRON_FIELDS, INTERVAL_UNITS
 from .history import MAX_PAGE as MAX_RUNS_PAGE
 from .jobs import MAX_OFFSET, MAX_PAGE
-
-JSON = "application/json"
-STRING_OR_NULL = {"type": ["string", "null"]}
-DATE_TIME = {"type": "string", "format": "date-time"}
-DATE_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+from .openapi_schemas import DATE_TIME, JSON, ref, schemas
 
 
 def register(bp: Blueprint) -> None:
@@ -33,10 +27,6 @@ def openapi_json() -> Response:
             bool(current_app.config.get("SCHEDULER_API_TOKEN")),
         )
     )
-
-
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def body(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -278,198 +268,4 @@ def runs_operation(summary: str, with_job: bool) -> dict[str, Any]:
         "summary": summary,
         "parameters": parameters,
         "responses": {"200": body({"type": "array", "items": ref("Run")}, "Runs"), **errors(400)},
-    }
-
-
-def trigger_fields() -> dict[str, Any]:
-    number = {"type": "number", "minimum": 0}
-    cron_field = {"type": ["string", "integer"]}
-    return {
-        "trigger": {"type": "string", "enum": ["date", "interval", "cron"]},
-        "run_date": DATE_TIME,
-        "start_date": DATE_TIME,
-        "end_date": DATE_TIME,
-        "timezone": {"type": "string", "description": "IANA time zone"},
-        "jitter": {"type": "integer", "minimum": 0},
-        **{unit: number for unit in INTERVAL_UNITS},
-        **{field: cron_field for field in CRON_FIELDS},
-    }
-
-
-def job_fields() -> dict[str, Any]:
-    return {
-        "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
-        "func": {
-            "type": "string",
-            "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
-            "description": "module:function in a job package",
-        },
-        "args": {"type": "array"},
-        "kwargs": {"type": "object"},
-        "misfire_grace_time": {"type": ["integer", "null"], "minimum": 1},
-        "coalesce": {"type": "boolean"},
-        "max_instances": {"type": "integer", "minimum": 1, "maximum": MAX_INSTANCES},
-        "next_run_time": {**DATE_TIME_OR_NULL, "description": "null adds or sets the job paused"},
-        "executor": {"type": "string", "enum": ["default"]},
-        **trigger_fields(),
-    }
-
-
-def schemas() -> dict[str, Any]:
-    job_id = {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": MAX_ID_LENGTH,
-        "pattern": r"^[^/\s](?:[^/]*[^/\s])?$",
-    }
-    run_summary = {
-        "status": {"type": "string", "enum": list(STATUSES)},
-        "scheduled_at": DATE_TIME,
-        "started_at": DATE_TIME_OR_NULL,
-        "finished_at": DATE_TIME_OR_NULL,
-    }
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["error_message"],
-            "properties": {
-                "error_message": {"type": "string"},
-                "field": {"type": "string"},
-                "errors": {"type": "array", "items": ref("JobError")},
-            },
-        },
-        "JobError": {
-            "type": "object",
-            "required": ["index", "error_message"],
-            "properties": {
-                "index": {"type": "integer"},
-                "id": STRING_OR_NULL,
-                "field": STRING_OR_NULL,
-                "error_message": {"type": "string"},
-            },
-        },
-        "NewJob": {
-            "type": "object",
-            "required": ["id", "func"],
-            "additionalProperties": False,
-            "properties": {
-                "id": job_id,
-                **job_fields(),
-                "replace_existing": {"type": "boolean"},
-                "jobstore": {"type": "string", "enum": ["default"]},
-            },
-        },
-        "JobChanges": {"type": "object", "additionalProperties": False, "properties": job_fields()},
-        "Job": {
-            "type": "object",
-            "required": ["id", "name", "func", "args", "kwargs", "trigger", "last_run"],
-            "properties": {
-                "id": {"type": "string"},
-                "name": {"type": "string"},
-                "func": {"type": "string"},
-                "args": {"type": "array"},
-                "kwargs": {"type": "object"},
-                **{k: v for k, v in trigger_fields().items() if k not in ("jitter", "timezone")},
-                **{field: {"type": "string"} for field in CRON_FIELDS},
-                "trigger": {"type": "string"},
-                "misfire_grace_time": {"type": ["integer", "null"]},
-                "max_instances": {"type": "integer"},
-                "next_run_time": DATE_TIME_OR_NULL,
-                "last_run": {
-                    "oneOf": [
-                        {"type": "null"},
-                        {"type": "object", "required": list(run_summary), "properties": run_summary},
-                    ]
-                },
-            },
-        },
-        "Run": {
-            "type": "object",
-            "required": [
-                "id",
-                "job_id",
-                "trigger",
-                "status",
-                "scheduled_at",
-                "started_at",
-                "finished_at",
-                "duration_ms",
-                "error",
-                "worker",
-                "fence",
-                "prevented",
-            ],
-            "properties": {
-                "id": {"type": "integer"},
-                "job_id": {"type": "string"},
-                "trigger": {"type": "string", "enum": ["scheduled", "manual"]},
-                **run_summary,
-                "duration_ms": {"type": ["number", "null"]},
-                "error": STRING_OR_NULL,
-                "worker": STRING_OR_NULL,
-                "fence": {"type": ["integer", "null"]},
-                "prevented": {"type": "integer"},
-            },
-        },
-        "SchedulerInfo": {
-            "type": "object",
-            "required": ["current_host", "allowed_hosts", "running", "role", "leader", "fence", "state"],
-            "properties": {
-                "current_host": {"type": "string"},
-                "allowed_hosts": {"type": "array", "items": {"type": "string"}},
-                "running": {"type": "boolean"},
-                "role": {"type": "string", "enum": ["leader", "follower"]},
-                "leader": STRING_OR_NULL,
-                "fence": {"type": ["integer", "null"]},
-                "state": {"type": "string", "enum": ["running", "paused"]},
-            },
-        },
-        "Shutdown": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {"wait": {"type": "boolean"}},
-        },
-        "Export": {
-            "type": "object",
-            "required": ["jobs"],
-            "properties": {
-                "version": {"type": "integer", "enum": [1]},
-                "exported_at": DATE_TIME,
-                "timezone": {"type": "string"},
-                "jobs": {"type": "array", "items": ref("NewJob")},
-            },
-        },
-        "ImportResult": {
-            "type": "object",
-            "required": ["imported", "ids"],
-            "properties": {
-                "imported": {"type": "integer"},
-                "ids": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-        "Health": {
-            "type": "object",
-            "required": [
-                "status",
-                "role",
-                "leader",
-                "fence",
-                "database",
-                "redis",
-                "jobs",
-                "lease_seconds_left",
-                "seconds_since_last_pass",
-            ],
-            "properties": {
-                "status": {"type": "string", "enum": ["ok", "degraded", "error"]},
-                "role": {"type": "string", "enum": ["leader", "follower"]},
-                "leader": STRING_OR_NULL,
-                "fence": {"type": ["integer", "null"]},
-                "database": {"type": "string", "enum": ["ok", "unreachable"]},
-                "redis": {"type": "string", "enum": ["ok", "unreachable", "not configured"]},
-                "jobs": {"type": ["integer", "null"]},
-                "lease_seconds_left": {"type": ["number", "null"]},
-                "seconds_since_last_pass": {"type": ["number", "null"]},
-            },
-        },
     }
