@@ -34,6 +34,7 @@ from . import metrics
 from .ledger import Claim, RunKey, RunLedger
 from .models import FAILED, MISSED, SCHEDULED, SUCCEEDED, utcnow
 from .recorder import Recorder
+from .startgate import StartGate
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class AppContextExecutor(BasePoolExecutor):
         )
         self.app = app
         self.ledger = ledger
+        self.gate = StartGate(ledger)
         self.recorder = recorder
         self._fence = fence
         self._inflight: set[RunKey] = set()
@@ -114,7 +116,7 @@ class AppContextExecutor(BasePoolExecutor):
                 logger.warning("Run of %s at %s missed by %s", key.job_id, key.scheduled_at, late)
                 metrics.run_ended(key.job_id, MISSED, None, None)
                 return [JobExecutionEvent(EVENT_JOB_MISSED, job.id, "default", key.scheduled_at)]
-            started_at = self.ledger.start(claim)
+            started_at = self.gate.start(claim)
             if started_at is None:
                 # Taken over by another leader (then this changes nothing), or paused.
                 self.ledger.miss(claim, "The job was paused before this run could start")

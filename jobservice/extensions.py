@@ -1,8 +1,11 @@
-"""Unbound extension objects; each app binds them in its factory."""
+"""Unbound extension objects; each app binds them in its factory.
+
+Flask-Migrate is bound only when migrations are wanted (database.register_migrate):
+importing it imports Alembic, 10 MiB a worker does not need to serve.
+"""
 
 from __future__ import annotations
 
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 
@@ -16,4 +19,3 @@ NAMING_CONVENTION = {
 }
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
-migrate = Migrate()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -22,13 +23,15 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.util import datetime_to_utc_timestamp, utc_timestamp_to_datetime
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import and_, bindparam, func, select, tuple_
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import IntegrityError
 
 from .models import jobs_table
 
 logger = logging.getLogger(__name__)
+#: Jobs per statement when many go to the same next run time.
+GROUP_CHUNK = 500
 
 
 class StaleJobError(Exception):
@@ -156,23 +159,33 @@ class ClusterJobStore(SQLAlchemyJobStore):
         """After a pass: set each job's next run time, or delete it when it has none.
 
         Only the `next_run_time` column changes, and only where the version is the one
-        the leader read, so a concurrent pause or edit wins over the leader's copy.
+        the leader read, so a concurrent pause or edit wins over the leader's copy. Jobs
+        going to the same next time (a burst, interval jobs with one start) share one
+        statement; the rest are sent as one executemany. One transaction in all.
         """
         t = self.jobs_t
-        updates = [
-            {"b_id": job.id, "b_version": job.version, "b_next": datetime_to_utc_timestamp(nxt)}
-            for job, nxt in moves
-            if nxt is not None
-        ]
-        deletes = [{"b_id": job.id, "b_version": job.version} for job, nxt in moves if nxt is None]
-        same_version = and_(t.c.id == bindparam("b_id"), t.c.version == bindparam("b_version"))
+        groups: dict[float | None, list[tuple[str, int]]] = defaultdict(list)
+        for job, nxt in moves:
+            groups[datetime_to_utc_timestamp(nxt)].append((job.id, job.version))
+        singles = []
         with self.engine.begin() as conn:
-            if updates:
+            for next_ts, pairs in groups.items():
+                if len(pairs) == 1 and next_ts is not None:
+                    singles.append({"b_id": pairs[0][0], "b_version": pairs[0][1], "b_next": next_ts})
+                    continue
+                for start in range(0, len(pairs), GROUP_CHUNK):
+                    chunk = pairs[start : start + GROUP_CHUNK]
+                    # The id IN list lets MySQL use the primary key; the pairs check versions.
+                    match = and_(t.c.id.in_([i for i, _ in chunk]), tuple_(t.c.id, t.c.version).in_(chunk))
+                    if next_ts is None:
+                        conn.execute(t.delete().where(match))
+                    else:
+                        conn.execute(t.update().where(match).values(next_run_time=next_ts))
+            if singles:
+                same_version = and_(t.c.id == bindparam("b_id"), t.c.version == bindparam("b_version"))
                 conn.execute(
-                    t.update().where(same_version).values(next_run_time=bindparam("b_next")), updates
+                    t.update().where(same_version).values(next_run_time=bindparam("b_next")), singles
                 )
-            if deletes:
-                conn.execute(t.delete().where(same_version), deletes)
         for job, nxt in moves:
             job.next_run_time = nxt
 

@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, or_, select
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy import and_, bindparam, exists, or_, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Insert
 
 from .identity import worker_id
-from .models import MANUAL, MISSED, MYSQL, RUNNING, SCHEDULED, JobRun, jobs_table, utcnow
+from .models import MANUAL, MISSED, MYSQL, RUNNING, JobRun, jobs_table, utcnow
 
 runs = JobRun.__table__
-CHUNK = 500  # rows per statement: well inside MySQL's max_allowed_packet
 #: A claim of our own fence still unstarted after this long was left behind.
 LEFT_BEHIND_S = 10
 
@@ -97,8 +95,9 @@ class RunLedger:
             for key in keys
         ]
         with self.engine.begin() as conn:
-            for start in range(0, len(rows), CHUNK):
-                conn.execute(self._insert_or_count(conn, rows[start : start + CHUNK]))
+            # executemany, not one multi-row VALUES: SQLAlchemy would compile and cache
+            # a new statement for every row count, megabytes each.
+            conn.execute(self._insert_or_count(conn), rows)
         return self.claimed_by(token, fence)
 
     def claimed_by(self, token: str, fence: int) -> list[Claim]:
@@ -108,22 +107,34 @@ class RunLedger:
             rows = conn.execute(query).all()
         return [Claim(RunKey(*row), token, fence) for row in rows]
 
-    def start(self, claim: Claim) -> datetime | None:
-        """Mark the run started if the claim still holds (and, for a scheduled run, its job
-        was not paused meanwhile by any process); returns the start time or None."""
+    def start_many(self, claims: Sequence[Claim]) -> dict[RunKey, datetime]:
+        """Mark runs started where their claim still holds (and, for a scheduled run, the
+        job was not paused meanwhile by any process), in one transaction. Returns the
+        start time of each run this call started."""
+        if not claims:
+            return {}
         started_at = utcnow()
+        tokens = sorted({claim.token for claim in claims})
+        keys = [(c.key.job_id, c.key.trigger, c.key.scheduled_at, c.token) for c in claims]
+        paused = select(jobs_table.c.id).where(
+            jobs_table.c.id == runs.c.job_id, jobs_table.c.next_run_time.is_(None)
+        )
         update = (
             runs.update()
-            .where(claim.key.where(), runs.c.claim == claim.token, runs.c.started_at.is_(None))
+            .where(
+                runs.c.claim.in_(tokens),  # the claim index narrows it to a few passes' rows
+                tuple_(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at, runs.c.claim).in_(keys),
+                runs.c.started_at.is_(None),
+                or_(runs.c.trigger == MANUAL, ~exists(paused)),
+            )
             .values(started_at=started_at, worker=worker_id(), updated_at=started_at)
         )
-        if claim.key.trigger == SCHEDULED:
-            paused = select(jobs_table.c.id).where(
-                jobs_table.c.id == runs.c.job_id, jobs_table.c.next_run_time.is_(None)
-            )
-            update = update.where(~exists(paused))
+        won = select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at).where(
+            runs.c.claim.in_(tokens), runs.c.started_at == started_at
+        )
         with self.engine.begin() as conn:
-            return started_at if conn.execute(update).rowcount == 1 else None
+            conn.execute(update)
+            return {RunKey(*row): started_at for row in conn.execute(won)}
 
     def miss(self, claim: Claim, error: str, status: str = MISSED) -> None:
         """Close a claimed run that will not start (too late, skipped, job gone)."""
@@ -206,14 +217,19 @@ class RunLedger:
         return key
 
     @staticmethod
-    def _insert_or_count(conn: Connection, rows: list[dict[str, Any]]) -> Insert:
+    def _insert_or_count(conn: Connection) -> Insert:
         """INSERT that, on a key already claimed, counts a prevented duplicate instead."""
+        # Only the dialect in use is imported: each of the others is megabytes per worker.
         name = conn.dialect.name
         if name in MYSQL:
-            stmt = mysql.insert(runs).values(rows)
-            return stmt.on_duplicate_key_update(prevented=runs.c.prevented + 1)
-        dialect_insert = postgresql.insert if name == "postgresql" else sqlite.insert
-        stmt = dialect_insert(runs).values(rows)
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            return mysql_insert(runs).on_duplicate_key_update(prevented=runs.c.prevented + 1)
+        if name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = dialect_insert(runs)
         return stmt.on_conflict_do_update(
             index_elements=[runs.c.job_id, runs.c.trigger, runs.c.scheduled_at],
             set_={"prevented": runs.c.prevented + 1},

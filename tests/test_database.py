@@ -17,7 +17,7 @@ from flask import Flask
 from sqlalchemy import create_engine, func, select, text
 
 from jobservice import create_app
-from jobservice.database import MIGRATIONS_DIR, SchemaOutOfDate
+from jobservice.database import HEAD_REVISION, MIGRATIONS_DIR, SchemaOutOfDate
 from jobservice.extensions import db
 from jobservice.models import JobRun, utcnow
 from tests.conftest import close_app, settings
@@ -156,3 +156,8 @@ def test_existing_apscheduler_table_is_adopted(make_app: Callable[..., Flask], d
 def test_serving_on_an_unmigrated_database_says_what_to_run(database_url: str) -> None:
     with pytest.raises(SchemaOutOfDate, match="flask --app run db upgrade"):
         create_app(settings(database_url, DB_AUTO_UPGRADE=False, SCHEDULER_AUTOSTART=True))
+
+
+def test_head_revision_constant_is_alembics_head() -> None:
+    """Serving processes check the schema against this constant instead of importing Alembic."""
+    assert HEAD_REVISION == HEAD

@@ -1,0 +1,76 @@
+"""Starting runs in batches: one compare-and-set transaction for every run waiting to start.
+
+A run may only start once its claim is marked started in the database (that is what
+makes an adopted run impossible to start twice). One commit per run would spend a
+burst in commits, twenty threads each waiting for its own; here whoever is waiting
+rides the next transaction, and a lone run waits for just one, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .ledger import Claim, RunLedger
+
+MAX_BATCH = 500
+
+
+@dataclass
+class _Ticket:
+    claim: Claim
+    done: threading.Event = field(default_factory=threading.Event)
+    started_at: datetime | None = None
+    error: BaseException | None = None
+
+
+class StartGate:
+    """Start claimed runs from many threads, a batch per transaction."""
+
+    def __init__(self, ledger: RunLedger) -> None:
+        self._ledger = ledger
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._queue: queue.SimpleQueue[_Ticket] = queue.SimpleQueue()
+
+    def start(self, claim: Claim) -> datetime | None:
+        """Block until the run is marked started (its start time) or refused (None)."""
+        ticket = _Ticket(claim)
+        self._running_queue().put(ticket)
+        ticket.done.wait()
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.started_at
+
+    def _running_queue(self) -> queue.SimpleQueue[_Ticket]:
+        """The queue of this process's gate thread (a forked child starts its own)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._queue = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._loop, args=(self._queue,), name="jobservice-starts", daemon=True
+                ).start()
+            return self._queue
+
+    def _loop(self, tickets: queue.SimpleQueue[_Ticket]) -> None:
+        while True:
+            batch = [tickets.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(tickets.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                started = self._ledger.start_many([ticket.claim for ticket in batch])
+            except BaseException as exc:  # the waiting threads re-raise it
+                for ticket in batch:
+                    ticket.error = exc
+            else:
+                for ticket in batch:
+                    ticket.started_at = started.get(ticket.claim.key)
+            for ticket in batch:
+                ticket.done.set()
