@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, or_, select, tuple_
+from sqlalchemy import and_, bindparam, exists, literal_column, or_, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Insert
 
@@ -30,6 +30,9 @@ from .models import MANUAL, MISSED, MYSQL, RUNNING, JobRun, jobs_table, utcnow
 runs = JobRun.__table__
 #: A claim of our own fence still unstarted after this long was left behind.
 LEFT_BEHIND_S = 10
+#: A literal, not a bound parameter: PyMySQL's executemany cannot bind parameters that
+#: follow VALUES (in ON DUPLICATE KEY UPDATE), and rewrites to multi-row VALUES only without.
+PREVENTED_PLUS_ONE = runs.c.prevented + literal_column("1")
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,7 @@ class RunLedger:
         if name in MYSQL:
             from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-            return mysql_insert(runs).on_duplicate_key_update(prevented=runs.c.prevented + 1)
+            return mysql_insert(runs).on_duplicate_key_update(prevented=PREVENTED_PLUS_ONE)
         if name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
@@ -232,5 +235,5 @@ class RunLedger:
         stmt = dialect_insert(runs)
         return stmt.on_conflict_do_update(
             index_elements=[runs.c.job_id, runs.c.trigger, runs.c.scheduled_at],
-            set_={"prevented": runs.c.prevented + 1},
+            set_={"prevented": PREVENTED_PLUS_ONE},
         )
