@@ -213,7 +213,7 @@ class ClusterScheduler(BackgroundScheduler):
             return
         self._ledger.claim(missed, fence, MISSED, "Run time was missed by more than misfire_grace_time")
         for key in missed:
-            metrics.run_ended(key.job_id, MISSED, None, None)
+            metrics.run_ended(key.job_id, MISSED, key.trigger, None, None)
         won = {claim.key: claim for claim in self._ledger.claim([k for _, k in to_run], fence)}
         stuck: set[str] = set()
         for job, key in to_run:

@@ -114,7 +114,7 @@ class AppContextExecutor(BasePoolExecutor):
             if key.trigger == SCHEDULED and grace is not None and late > timedelta(seconds=grace):
                 self.ledger.miss(claim, f"Run time was missed by {late}")
                 logger.warning("Run of %s at %s missed by %s", key.job_id, key.scheduled_at, late)
-                metrics.run_ended(key.job_id, MISSED, None, None)
+                metrics.run_ended(key.job_id, MISSED, key.trigger, None, None)
                 return [JobExecutionEvent(EVENT_JOB_MISSED, job.id, "default", key.scheduled_at)]
             started_at = self.gate.start(claim)
             if started_at is None:
@@ -139,7 +139,7 @@ class AppContextExecutor(BasePoolExecutor):
                 error, formatted = exc, traceback.format_exc()
         finished_at = utcnow()
         status = SUCCEEDED if error is None else FAILED
-        self.recorder.finished(key, status, finished_at, formatted)
+        self.recorder.finished(claim, status, finished_at, formatted)
         self._log_run(claim, status, started_at, finished_at, formatted)
         if error is not None:
             return JobExecutionEvent(
@@ -155,7 +155,7 @@ class AppContextExecutor(BasePoolExecutor):
         key = claim.key
         lateness_s = (started_at - key.scheduled_at).total_seconds()
         duration_s = (finished_at - started_at).total_seconds()
-        metrics.run_ended(key.job_id, status, lateness_s, duration_s)
+        metrics.run_ended(key.job_id, status, key.trigger, lateness_s, duration_s)
         fields = {
             "job_id": key.job_id,
             "scheduled_at": key.scheduled_at,
