@@ -61,6 +61,8 @@ class Claim:
     key: RunKey
     token: str
     fence: int
+    #: The run's row: starts and outcomes are written by primary key.
+    run_id: int
 
 
 def new_token() -> str:
@@ -105,10 +107,12 @@ class RunLedger:
 
     def claimed_by(self, token: str, fence: int) -> list[Claim]:
         """The claims a token holds; also how an unknown commit outcome is resolved."""
-        query = select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at).where(runs.c.claim == token)
+        query = select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at, runs.c.id).where(
+            runs.c.claim == token
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [Claim(RunKey(*row), token, fence) for row in rows]
+        return [Claim(RunKey(*row[:3]), token, fence, row[3]) for row in rows]
 
     def start_many(self, claims: Sequence[Claim]) -> dict[RunKey, datetime]:
         """Mark runs started where their claim still holds (and, for a scheduled run, the
@@ -117,27 +121,32 @@ class RunLedger:
         if not claims:
             return {}
         started_at = utcnow()
-        tokens = sorted({claim.token for claim in claims})
-        keys = [(c.key.job_id, c.key.trigger, c.key.scheduled_at, c.token) for c in claims]
+        by_row = {(claim.run_id, claim.token): claim for claim in claims}
         paused = select(jobs_table.c.id).where(
             jobs_table.c.id == runs.c.job_id, jobs_table.c.next_run_time.is_(None)
         )
+        # By primary key (cheap to render and to look up, whatever the batch size), each
+        # row with its own claim token as the compare-and-set.
         update = (
             runs.update()
             .where(
-                runs.c.claim.in_(tokens),  # the claim index narrows it to a few passes' rows
-                tuple_(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at, runs.c.claim).in_(keys),
+                runs.c.id.in_(bindparam("ids", expanding=True)),
+                tuple_(runs.c.id, runs.c.claim).in_(bindparam("rows", expanding=True)),
                 runs.c.started_at.is_(None),
                 or_(runs.c.trigger == MANUAL, ~exists(paused)),
             )
             .values(started_at=started_at, worker=worker_id(), updated_at=started_at)
         )
-        won = select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at).where(
-            runs.c.claim.in_(tokens), runs.c.started_at == started_at
+        won = select(runs.c.id, runs.c.claim).where(
+            runs.c.id.in_(bindparam("ids", expanding=True)), runs.c.started_at == started_at
         )
+        ids = sorted({run_id for run_id, _ in by_row})
         with self.engine.begin() as conn:
-            conn.execute(update)
-            return {RunKey(*row): started_at for row in conn.execute(won)}
+            matched = conn.execute(update, {"ids": ids, "rows": list(by_row)}).rowcount
+            if matched == len(by_row):  # all of them, as almost always: no need to ask which
+                return {claim.key: started_at for claim in claims}
+            rows = conn.execute(won, {"ids": ids}).all()
+        return {by_row[row].key: started_at for row in map(tuple, rows) if row in by_row}
 
     def miss(self, claim: Claim, error: str, status: str = MISSED) -> None:
         """Close a claimed run that will not start (too late, skipped, job gone)."""

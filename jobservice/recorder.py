@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .ledger import RunKey, runs
-from .models import utcnow
+from .ledger import Claim, runs
+from .models import MYSQL
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,9 @@ FLUSH_INTERVAL_S = 0.05
 MAX_PENDING = 100_000
 #: Longer tracebacks are cut: they would only bloat the table.
 MAX_ERROR_CHARS = 60_000
+#: Outcomes per UPDATE statement on MySQL; a statement also carries at most about
+#: MAX_ERROR_CHARS of tracebacks, to stay far below any max_allowed_packet.
+MAX_ROWS_PER_STATEMENT = 200
 
 
 class Recorder:
@@ -40,14 +44,18 @@ class Recorder:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def finished(self, key: RunKey, status: str, finished_at: datetime, error: str | None = None) -> None:
+    def finished(self, claim: Claim, status: str, finished_at: datetime, error: str | None = None) -> None:
         """Queue the outcome of a run that started."""
         if error is not None and len(error) > MAX_ERROR_CHARS:
             error = error[:MAX_ERROR_CHARS] + "\n[truncated]"
+        key = claim.key
         row = {
-            "b_job": key.job_id,
-            "b_trigger": key.trigger,
-            "b_at": key.scheduled_at,
+            "id": claim.run_id,
+            "job_id": key.job_id,
+            "trigger": key.trigger,
+            "scheduled_at": key.scheduled_at,
+            "claim": claim.token,
+            "fence": claim.fence,
             "status": status,
             "finished_at": finished_at,
             "error": error,
@@ -78,18 +86,9 @@ class Recorder:
                 batch, self._pending = self._pending, []
             if not batch:
                 return True
-            update = (
-                runs.update()
-                .where(
-                    runs.c.job_id == bindparam("b_job"),
-                    runs.c.trigger == bindparam("b_trigger"),
-                    runs.c.scheduled_at == bindparam("b_at"),
-                )
-                .values(updated_at=utcnow())
-            )
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(update, batch)
+                    _write(conn, batch)
             except SQLAlchemyError as exc:
                 with self._lock:
                     self._pending[:0] = batch
@@ -103,3 +102,60 @@ class Recorder:
             self._wake.wait(backoff_s)
             self._wake.clear()
             backoff_s = FLUSH_INTERVAL_S if self.flush() else min(backoff_s * 2, 5.0)
+
+
+def _write(conn: Connection, batch: list[dict[str, Any]]) -> None:
+    """Write outcomes by primary key: one UPDATE ... JOIN for the batch on MySQL/MariaDB.
+
+    PyMySQL sends an executemany of UPDATE as one statement per row; here the batch is
+    a derived table joined on the key, its values given as plain parameters (no
+    SQLAlchemy type processing per row, one datetime each).
+    """
+    if conn.dialect.name in MYSQL:
+        for chunk in _chunks(batch):
+            _update_join(conn, chunk)
+        return
+    update = (
+        runs.update()
+        .where(runs.c.id == bindparam("b_id"))
+        .values(
+            status=bindparam("b_status"),
+            finished_at=bindparam("b_finished_at"),
+            error=bindparam("b_error"),
+            updated_at=bindparam("b_finished_at"),
+        )
+    )
+    conn.execute(
+        update,
+        [{f"b_{name}": row[name] for name in ("id", "status", "finished_at", "error")} for row in batch],
+    )
+
+
+def _chunks(batch: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Slices of at most MAX_ROWS_PER_STATEMENT rows and about MAX_ERROR_CHARS of errors."""
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for row in batch:
+        length = len(row["error"] or "")
+        if chunk and (len(chunk) == MAX_ROWS_PER_STATEMENT or size + length > MAX_ERROR_CHARS):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(row)
+        size += length
+    if chunk:
+        yield chunk
+
+
+def _update_join(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    first = "SELECT %s AS id, %s AS status, %s AS finished_at, %s AS error"
+    values = " UNION ALL ".join([first] + ["SELECT %s, %s, %s, %s"] * (len(rows) - 1))
+    params: list[Any] = []
+    for row in rows:
+        finished = row["finished_at"].astimezone(UTC).replace(tzinfo=None)
+        params += (row["id"], row["status"], finished, row["error"])
+    conn.exec_driver_sql(
+        f"UPDATE {runs.name} AS r JOIN ({values}) AS v ON r.id = v.id "
+        "SET r.status = v.status, r.finished_at = v.finished_at, r.error = v.error, "
+        "r.updated_at = v.finished_at",
+        tuple(params),
+    )
