@@ -30,6 +30,8 @@ HEAD_REVISION = "0003"
 STARTUP_LOCK_TIMEOUT_S = 120
 #: Connections beyond the job threads: scheduler, recorder, start gate, API threads.
 SPARE_CONNECTIONS = 10
+#: The server's "a transaction is open" flag in every reply (MySQL protocol).
+SERVER_STATUS_IN_TRANS = 1
 
 
 def init_app(app: Flask) -> None:
@@ -46,6 +48,8 @@ def init_app(app: Flask) -> None:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
+        if db.engine.dialect.name in MYSQL:
+            event.listen(db.engine, "reset", _rollback_if_in_transaction)
         if app.config["DB_AUTO_UPGRADE"] and current_revision() != HEAD_REVISION:
             with startup_lock(db.engine, app.instance_path):
                 if current_revision() != HEAD_REVISION:  # another worker may have done it
@@ -68,6 +72,10 @@ def engine_options(url: str, job_threads: int = 20) -> dict[str, Any]:
             **pool,
             # Claims and adoptions read what other processes just committed.
             "isolation_level": "READ COMMITTED",
+            # SQLAlchemy sends a ROLLBACK whenever a connection goes back to the pool, even
+            # after a COMMIT: one more round trip per transaction. The reset event below
+            # rolls back only a connection the server says is inside a transaction.
+            "pool_reset_on_return": None,
             "connect_args": {"connect_timeout": 5, "charset": "utf8mb4"},
         }
     if backend == "postgresql":
@@ -167,3 +175,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _rollback_if_in_transaction(dbapi_connection: Any, record: Any, state: Any) -> None:
+    """Pool reset for PyMySQL: roll back only what the server reports as an open transaction."""
+    if state.terminate_only:
+        return
+    status = getattr(dbapi_connection, "server_status", None)
+    if status is None or status & SERVER_STATUS_IN_TRANS:
+        dbapi_connection.rollback()
