@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from apscheduler.job import Job
 from flask_apscheduler.utils import job_to_dict
 
-from .jobstore import StoredJob
 from .runs import last_runs
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 LAST_RUN_CHUNK = 1000
 
 
-def job_payloads(service: JobService, jobs: Sequence[StoredJob]) -> list[dict[str, Any]]:
+def job_payloads(service: JobService, jobs: Sequence[Job]) -> list[dict[str, Any]]:
     """Flask-APScheduler's job JSON, plus `last_run` (status and times, or null)."""
     latest: dict[str, dict[str, Any]] = {}
     ids = [job.id for job in jobs]

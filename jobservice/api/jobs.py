@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
+from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from flask import Blueprint, Response, request
 from flask_apscheduler.json import jsonify
@@ -37,7 +39,8 @@ def add_job() -> Response:
     spec = service.rules.new_job(json_body())
     job = service.scheduler.add_job(**spec)
     service.notify()
-    return jsonify(_with_last_run([_job(job.id)])[0])
+    # The job as stored (APScheduler filled in its defaults and next run): no re-read.
+    return jsonify(_with_last_run([job])[0])
 
 
 def get_jobs() -> Response:
@@ -106,7 +109,7 @@ def _job_response(job_id: str) -> Response:
     return jsonify(_with_last_run([_job(job_id)])[0])
 
 
-def _with_last_run(jobs: list[StoredJob]) -> list[dict[str, Any]]:
+def _with_last_run(jobs: Sequence[Job]) -> list[dict[str, Any]]:
     return job_payloads(current_service(), jobs)
 
 
