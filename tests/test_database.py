@@ -161,3 +161,52 @@ def test_serving_on_an_unmigrated_database_says_what_to_run(database_url: str) -
 def test_head_revision_constant_is_alembics_head() -> None:
     """Serving processes check the schema against this constant instead of importing Alembic."""
     assert HEAD_REVISION == HEAD
+
+
+def test_mysql_connections_share_one_default_tls_context(mariadb_url: str) -> None:
+    """PyMySQL's default (preferred, unverified) TLS context is built once, not per pooled
+    connection, and the connections keep PyMySQL's meaning of it: TLS if offered, not required."""
+    app = create_app(settings(mariadb_url))
+    try:
+        with app.app_context(), db.engine.connect() as first, db.engine.connect() as second:
+            raw = [c.connection.dbapi_connection for c in (first, second)]
+            assert raw[0] is not raw[1]
+            assert raw[0].ctx is raw[1].ctx
+            assert all(r.ssl and not r._ssl_required for r in raw)
+            assert first.execute(text("SELECT 1")).scalar() == 1
+            assert second.execute(text("SELECT 2")).scalar() == 2
+    finally:
+        close_app(app)
+
+
+def test_mysql_pool_rolls_back_only_open_transactions(mariadb_url: str) -> None:
+    """No ROLLBACK after a COMMIT (one round trip less per transaction), but a connection
+    returned inside a transaction is still rolled back before anyone reuses it."""
+    app = create_app(settings(mariadb_url, SQLALCHEMY_ENGINE_OPTIONS={"pool_use_lifo": True}))
+    try:
+        with app.app_context():
+            engine = db.engine
+            used: set[int] = set()
+
+            def rollbacks() -> int:
+                """This session's ROLLBACK count (LIFO: the connection just returned)."""
+                with engine.connect() as conn:
+                    used.add(id(conn.connection.dbapi_connection))
+                    return int(conn.execute(text("SHOW SESSION STATUS LIKE 'Com_rollback'")).one()[1])
+
+            with engine.begin() as conn:
+                conn.execute(text("SELECT 1"))
+            before = rollbacks()
+            with engine.begin() as conn:
+                used.add(id(conn.connection.dbapi_connection))
+                conn.execute(text("SELECT 1"))
+            assert rollbacks() == before + 1  # rollbacks()'s own close of its read, nothing else
+            raw = engine.raw_connection()
+            raw.cursor().execute("SELECT 1")  # opens a transaction; returned without ending it
+            raw.close()
+            with engine.connect() as conn:
+                used.add(id(conn.connection.dbapi_connection))
+                assert not conn.connection.dbapi_connection.server_status & 1
+            assert len(used) == 1, "the checks must all have run on one session"
+    finally:
+        close_app(app)
