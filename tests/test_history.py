@@ -109,3 +109,11 @@ def test_job_json_gains_last_run(app: Flask, client: FlaskClient) -> None:
 def test_bad_history_parameters_are_400(client: FlaskClient, query: str, field: str) -> None:
     response = client.get(f"/scheduler/runs?{query}")
     assert response.status_code == 400 and response.json["field"] == field
+
+
+def test_added_job_has_no_last_run_even_under_a_reused_id(app: Flask, client: FlaskClient) -> None:
+    """The POST answers for the job it created (never run); the id's history stays readable."""
+    add_runs(app, "again", ["failed"])
+    body = {"id": "again", "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
+    assert client.post("/scheduler/jobs", json=body).json["last_run"] is None
+    assert client.get("/scheduler/jobs/again").json["last_run"]["status"] == "failed"

@@ -10,6 +10,7 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from flask import Blueprint, Response, request
 from flask_apscheduler.json import jsonify
+from flask_apscheduler.utils import job_to_dict
 
 from ..cluster_scheduler import RESCHEDULE
 from ..jobstore import StoredJob
@@ -39,8 +40,9 @@ def add_job() -> Response:
     spec = service.rules.new_job(json_body())
     job = service.scheduler.add_job(**spec)
     service.notify()
-    # The job as stored (APScheduler filled in its defaults and next run): no re-read.
-    return jsonify(_with_last_run([job])[0])
+    # The job as stored (APScheduler filled in its defaults and next run): no re-read,
+    # and no history to look up: it has not run yet.
+    return jsonify({**job_to_dict(job), "last_run": None})
 
 
 def get_jobs() -> Response:
