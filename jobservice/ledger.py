@@ -14,6 +14,7 @@ A run is a row of `jobservice_runs`, unique on (job_id, trigger, scheduled_at).
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, literal_column, or_, select, tuple_
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Insert
 
 from .identity import worker_id
@@ -33,6 +34,32 @@ LEFT_BEHIND_S = 10
 #: A literal, not a bound parameter: PyMySQL's executemany cannot bind parameters that
 #: follow VALUES (in ON DUPLICATE KEY UPDATE), and rewrites to multi-row VALUES only without.
 PREVENTED_PLUS_ONE = runs.c.prevented + literal_column("1")
+
+# The hot statements are built once: building one per call costs more CPU (SQLAlchemy
+# derives its cache key from the whole expression each time) than running it.
+_CLAIMED_BY = select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at, runs.c.id).where(
+    runs.c.claim == bindparam("token")
+)
+_PAUSED = select(jobs_table.c.id).where(
+    jobs_table.c.id == runs.c.job_id, jobs_table.c.next_run_time.is_(None)
+)
+#: By primary key (cheap to render and to look up, whatever the batch size), each row
+#: with its own claim token as the compare-and-set.
+_START = (
+    runs.update()
+    .where(
+        runs.c.id.in_(bindparam("ids", expanding=True)),
+        tuple_(runs.c.id, runs.c.claim).in_(bindparam("rows", expanding=True)),
+        runs.c.started_at.is_(None),
+        or_(runs.c.trigger == MANUAL, ~exists(_PAUSED)),
+    )
+    .values(
+        started_at=bindparam("started_at"), worker=bindparam("worker"), updated_at=bindparam("started_at")
+    )
+)
+_STARTED_AT = select(runs.c.id, runs.c.claim).where(
+    runs.c.id.in_(bindparam("ids", expanding=True)), runs.c.started_at == bindparam("started_at")
+)
 
 
 @dataclass(frozen=True)
@@ -102,16 +129,13 @@ class RunLedger:
         with self.engine.begin() as conn:
             # executemany, not one multi-row VALUES: SQLAlchemy would compile and cache
             # a new statement for every row count, megabytes each.
-            conn.execute(self._insert_or_count(conn), rows)
+            conn.execute(_insert_or_count(conn.dialect.name), rows)
         return self.claimed_by(token, fence)
 
     def claimed_by(self, token: str, fence: int) -> list[Claim]:
         """The claims a token holds; also how an unknown commit outcome is resolved."""
-        query = select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at, runs.c.id).where(
-            runs.c.claim == token
-        )
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(_CLAIMED_BY, {"token": token}).all()
         return [Claim(RunKey(*row[:3]), token, fence, row[3]) for row in rows]
 
     def start_many(self, claims: Sequence[Claim]) -> dict[RunKey, datetime]:
@@ -122,30 +146,13 @@ class RunLedger:
             return {}
         started_at = utcnow()
         by_row = {(claim.run_id, claim.token): claim for claim in claims}
-        paused = select(jobs_table.c.id).where(
-            jobs_table.c.id == runs.c.job_id, jobs_table.c.next_run_time.is_(None)
-        )
-        # By primary key (cheap to render and to look up, whatever the batch size), each
-        # row with its own claim token as the compare-and-set.
-        update = (
-            runs.update()
-            .where(
-                runs.c.id.in_(bindparam("ids", expanding=True)),
-                tuple_(runs.c.id, runs.c.claim).in_(bindparam("rows", expanding=True)),
-                runs.c.started_at.is_(None),
-                or_(runs.c.trigger == MANUAL, ~exists(paused)),
-            )
-            .values(started_at=started_at, worker=worker_id(), updated_at=started_at)
-        )
-        won = select(runs.c.id, runs.c.claim).where(
-            runs.c.id.in_(bindparam("ids", expanding=True)), runs.c.started_at == started_at
-        )
         ids = sorted({run_id for run_id, _ in by_row})
+        params = {"ids": ids, "rows": list(by_row), "started_at": started_at, "worker": worker_id()}
         with self.engine.begin() as conn:
-            matched = conn.execute(update, {"ids": ids, "rows": list(by_row)}).rowcount
+            matched = conn.execute(_START, params).rowcount
             if matched == len(by_row):  # all of them, as almost always: no need to ask which
                 return {claim.key: started_at for claim in claims}
-            rows = conn.execute(won, {"ids": ids}).all()
+            rows = conn.execute(_STARTED_AT, {"ids": ids, "started_at": started_at}).all()
         return {by_row[row].key: started_at for row in map(tuple, rows) if row in by_row}
 
     def miss(self, claim: Claim, error: str, status: str = MISSED) -> None:
@@ -228,21 +235,21 @@ class RunLedger:
             )
         return key
 
-    @staticmethod
-    def _insert_or_count(conn: Connection) -> Insert:
-        """INSERT that, on a key already claimed, counts a prevented duplicate instead."""
-        # Only the dialect in use is imported: each of the others is megabytes per worker.
-        name = conn.dialect.name
-        if name in MYSQL:
-            from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-            return mysql_insert(runs).on_duplicate_key_update(prevented=PREVENTED_PLUS_ONE)
-        if name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = dialect_insert(runs)
-        return stmt.on_conflict_do_update(
-            index_elements=[runs.c.job_id, runs.c.trigger, runs.c.scheduled_at],
-            set_={"prevented": PREVENTED_PLUS_ONE},
-        )
+@functools.cache
+def _insert_or_count(name: str) -> Insert:
+    """INSERT that, on a key already claimed, counts a prevented duplicate instead."""
+    # Only the dialect in use is imported: each of the others is megabytes per worker.
+    if name in MYSQL:
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        return mysql_insert(runs).on_duplicate_key_update(prevented=PREVENTED_PLUS_ONE)
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(runs)
+    return stmt.on_conflict_do_update(
+        index_elements=[runs.c.job_id, runs.c.trigger, runs.c.scheduled_at],
+        set_={"prevented": PREVENTED_PLUS_ONE},
+    )
