@@ -12,7 +12,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,11 +154,22 @@ def forget_dead_processes() -> None:
         return
     _tidied = True
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    dead = []
     for path in directory.glob("gauge_live*.db"):
         match = _FILE_PID.search(path.name)
         if match and not _alive(int(match[1])):
-            multiprocess.mark_process_dead(int(match[1]))
-    atexit.register(lambda: multiprocess.mark_process_dead(os.getpid()))
+            dead.append(path)
+    drop_files(dead)
+    me = os.getpid()
+    atexit.register(lambda: drop_files(directory.glob(f"gauge_live*_{me}.db")))
+
+
+def drop_files(paths: Iterable[Path]) -> None:
+    """Remove live-gauge files (prometheus_client's mark_process_dead, without its race:
+    workers starting together find the same dead files, and the second remove must not
+    fail a worker's start, which would stop its whole gunicorn master)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

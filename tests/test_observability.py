@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pymysql
 import pytest
 from flask import Flask
 from sqlalchemy import func, insert, select
 
-from jobservice import create_app, maintenance
+from jobservice import create_app, maintenance, metrics
 from jobservice.extensions import db
 from jobservice.ledger import RunKey
 from jobservice.logs import JsonFormatter
@@ -268,3 +272,31 @@ def test_example_report_job_counts_yesterdays_runs(make_app: Callable[..., Flask
         )
         db.session.commit()
         assert daily_run_summary() == {"succeeded": 2, "failed": 1}
+
+
+def test_dead_processes_live_gauges_are_dropped_once_without_a_race(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers starting together find the same dead files; whoever removes one second
+    must not fail (a worker failing to boot stops its whole gunicorn master)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = os.getpid()
+    for pid in (dead.pid, alive):
+        for mode in ("liveall", "livesum"):
+            (tmp_path / f"gauge_{mode}_{pid}.db").write_bytes(b"")
+    (tmp_path / "counter_123.db").write_bytes(b"")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(metrics, "_tidied", False)
+    monkeypatch.setattr(metrics.atexit, "register", lambda *_: None)
+
+    found = sorted(tmp_path.glob(f"gauge_live*_{dead.pid}.db"))
+    found[0].unlink()  # another worker got there first
+    metrics.drop_files(found)
+    assert not list(tmp_path.glob(f"gauge_live*_{dead.pid}.db"))
+
+    (tmp_path / f"gauge_liveall_{dead.pid}.db").write_bytes(b"")
+    metrics.forget_dead_processes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "counter_123.db", f"gauge_liveall_{alive}.db", f"gauge_livesum_{alive}.db",
+    ]  # fmt: skip
