@@ -1,0 +1,50 @@
+"""What a scenario cost: CPU of the processes under test and of MariaDB, and MariaDB's counters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from . import procs
+from .store import Databases
+
+
+class Costs:
+    """Counters read when a scenario starts; `done()` gives the differences."""
+
+    def __init__(self, dbs: Databases, pids: Sequence[int]) -> None:
+        self.dbs, self.pids = dbs, list(pids)
+        self.db_pid = dbs.server_pid()
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        db = procs.cpu_seconds(self.db_pid) if self.db_pid else None
+        return {
+            "cpu_s": sum(procs.cpu_seconds(pid) or 0.0 for pid in self.pids),
+            "db_cpu_s": db or 0.0,
+            **{name: float(value) for name, value in self.dbs.status().items()},
+        }
+
+    def done(self, units: int | None = None, unit: str = "fire") -> dict[str, Any]:
+        """CPU of the processes and of MariaDB, and MariaDB's counters, per `unit` when given.
+
+        The counters are server-wide: they include the benchmark's own INSERT per fire.
+        """
+        end = self._read()
+        delta = {name: end[name] - self.start[name] for name in end}
+        out: dict[str, Any] = {
+            "cpu_s": round(delta["cpu_s"], 2),
+            "db_cpu_s": round(delta["db_cpu_s"], 2),
+            "new_db_connections": int(delta["Connections"]),
+        }
+        if units:
+            per = {
+                "cpu_ms": delta["cpu_s"] * 1000,
+                "db_cpu_ms": delta["db_cpu_s"] * 1000,
+                "db_statements": delta["Questions"],
+                "db_pings": delta["Com_admin_commands"],
+                "db_commits": delta["Com_commit"],
+                "db_rollbacks": delta["Com_rollback"],
+            }
+            out |= {f"{name}_per_{unit}": round(value / units, 3) for name, value in per.items()}
+        return out

@@ -1,0 +1,110 @@
+"""The deployments of one run, in order, and which scenarios each serves.
+
+Each group starts its deployment, runs the selected scenarios on it and stops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .api import a1_listing, a2_writes
+from .cluster import run_cluster
+from .plan import Context
+from .service import memory, s3_burst, s4_steady
+
+Results = dict[str, dict[str, dict[str, Any]]]
+
+
+def cluster_group(kind: str) -> Callable[[Context], Results]:
+    """S1, S2 and S5 (where the peer has an API) on a two-master deployment of `kind`."""
+
+    def run(ctx: Context) -> Results:
+        return {scenario: {kind: figures} for scenario, figures in run_cluster(ctx, kind).items()}
+
+    return run
+
+
+def service_ours(ctx: Context) -> Results:
+    """S3, S4, M1, A2 and A1 on one jobservice master of 4 workers, in that order."""
+    d = ctx.deployment("ours", "service-ours", 1, ctx.plan.service_workers).start()
+    out: Results = {}
+    m1: dict[str, Any] = {}
+    try:
+        if ctx.wants("M1"):
+            m1["start_mib"] = memory(d)
+        if ctx.wants("S3"):
+            out["S3"] = {"ours": s3_burst(ctx, d)}
+        if ctx.wants("S4", "M1"):
+            for n in ctx.plan.s4_sizes:
+                out[f"S4-{n}"] = {"ours": s4_steady(ctx, d, n)}
+        if ctx.wants("M1"):
+            m1["after_s4_mib"] = memory(d)
+            out["M1"] = {"ours": m1}
+        if ctx.wants("A2"):
+            out["A2"] = {"ours": a2_writes(ctx, d)}
+        if ctx.wants("A1"):
+            out["A1"] = {"ours": a1_listing(ctx, d)}
+    finally:
+        d.stop()
+    return out
+
+
+def service_plain(ctx: Context) -> Results:
+    """S3 (and S4 in the full run) on one plain APScheduler process."""
+    d = ctx.deployment("plain", "service-plain", 1, 1).start()
+    out: Results = {}
+    try:
+        if ctx.wants("S3"):
+            out["S3"] = {"plain": s3_burst(ctx, d)}
+        if ctx.wants("S4") and "plain" in ctx.plan.s4_peers:
+            for n in ctx.plan.s4_sizes:
+                out[f"S4-{n}"] = {"plain": s4_steady(ctx, d, n)}
+    finally:
+        d.stop()
+    return out
+
+
+def service_naive_one(ctx: Context) -> Results:
+    """M1 (and S4) on a naive Flask-APScheduler worker: one worker, so no duplicates."""
+    d = ctx.deployment("naive", "service-naive1", 1, 1).start()
+    out: Results = {}
+    try:
+        m1 = {"start_mib": memory(d)} if ctx.wants("M1") else {}
+        for n in ctx.plan.s4_sizes:
+            out[f"S4-{n}"] = {"naive": s4_steady(ctx, d, n)}
+        if ctx.wants("M1"):
+            m1["after_s4_mib"] = memory(d)
+            out["M1"] = {"naive": m1}
+    finally:
+        d.stop()
+    return out
+
+
+def api_naive(ctx: Context) -> Results:
+    """A2 and A1 on naive Flask-APScheduler, 4 workers."""
+    d = ctx.deployment("naive", "api-naive", 1, ctx.plan.service_workers).start()
+    out: Results = {}
+    try:
+        if ctx.wants("A2"):
+            out["A2"] = {"naive": a2_writes(ctx, d)}
+        if ctx.wants("A1"):
+            out["A1"] = {"naive": a1_listing(ctx, d)}
+    finally:
+        d.stop()
+    return out
+
+
+def groups(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[Context], Results]]]:
+    """(name, scenarios it serves, function), in the order they run."""
+    naive_one: tuple[str, ...] = ("M1", "S4") if "naive" in ctx.plan.s4_peers else ("M1",)
+    return [
+        ("cluster jobservice", ("S1", "S2", "S5"), cluster_group("ours")),
+        ("cluster FAS naive", ("S1", "S2", "S5"), cluster_group("naive")),
+        ("cluster FAS flock", ("S1", "S2", "S5"), cluster_group("flock")),
+        ("cluster APScheduler x2", ("S1", "S2"), cluster_group("plain")),
+        ("service jobservice", ("S3", "S4", "M1", "A1", "A2"), service_ours),
+        ("service APScheduler", ("S3", "S4") if "plain" in ctx.plan.s4_peers else ("S3",), service_plain),
+        ("service FAS naive, 1 worker", naive_one, service_naive_one),
+        ("API FAS naive, 4 workers", ("A1", "A2"), api_naive),
+    ]

@@ -1,0 +1,115 @@
+"""How big each scenario is, for the full run and for `--quick`, and what a run shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from .deploy import Deployment
+from .procs import ROOT
+from .report import source_digest
+from .store import Databases
+
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "A1", "A2", "M1")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Durations and sizes of every scenario."""
+
+    name: str
+    s1_s: int  # S1 window
+    s2_observe_s: float  # after each strike
+    s3_jobs: int
+    s3_lead_s: float  # jobs are put in the store this long before they are due
+    s4_sizes: tuple[int, ...]
+    s4_s: int
+    s4_lead_s: float
+    s4_peers: tuple[str, ...]  # besides jobservice
+    s5_jobs: int
+    a1_jobs: int
+    a1_requests: int  # timed GETs of the first page (jobservice)
+    a1_full_attempts: int  # timed GETs of the whole list, each side (capped: they are slow)
+    a1_full_timeout_s: float
+    a2_s: float
+    a2_clients: int
+    cluster_workers: int = 3
+    service_workers: int = 4
+
+
+FULL = Plan(
+    name="full",
+    s1_s=20,
+    s2_observe_s=5.0,
+    s3_jobs=1000,
+    s3_lead_s=10.0,
+    s4_sizes=(200, 500),
+    s4_s=10,
+    s4_lead_s=3.0,
+    s4_peers=("plain", "naive"),
+    s5_jobs=100,
+    a1_jobs=100_000,
+    a1_requests=100,
+    a1_full_attempts=2,
+    a1_full_timeout_s=120.0,
+    a2_s=30.0,
+    a2_clients=8,
+)
+
+QUICK = Plan(
+    name="quick",
+    s1_s=4,
+    s2_observe_s=1.5,
+    s3_jobs=300,
+    s3_lead_s=3.0,
+    s4_sizes=(200,),
+    s4_s=3,
+    s4_lead_s=2.0,
+    s4_peers=("naive",),
+    s5_jobs=20,
+    a1_jobs=10_000,
+    a1_requests=20,
+    a1_full_attempts=1,
+    a1_full_timeout_s=60.0,
+    a2_s=4.0,
+    a2_clients=8,
+)
+
+
+@dataclass
+class Context:
+    """What every scenario of one run shares."""
+
+    plan: Plan
+    dbs: Databases
+    fires_url: str
+    fires: Engine
+    redis_url: str
+    log_dir: Path
+    profile_dir: Path | None
+    only: frozenset[str]
+    deployments: list[Deployment] = field(default_factory=list)
+    #: Digest of jobservice's code when each deployment was made: the tree may be edited meanwhile.
+    code: dict[str, str] = field(default_factory=dict)
+
+    def wants(self, *scenarios: str) -> bool:
+        return any(s in self.only for s in scenarios)
+
+    def deployment(self, kind: str, name: str, masters: int = 1, workers: int = 1) -> Deployment:
+        """A new deployment on a database of its own (not started)."""
+        url = self.dbs.create(f"_{len(self.deployments) + 1}")
+        deployment = Deployment(
+            kind,
+            name,
+            url,
+            fires_url=self.fires_url,
+            redis_url=self.redis_url,
+            log_dir=self.log_dir,
+            masters=masters,
+            workers=workers,
+        )
+        self.deployments.append(deployment)
+        self.code[name] = source_digest(ROOT)
+        return deployment

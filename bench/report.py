@@ -1,0 +1,215 @@
+"""The one results table (ours against each peer), the machine, and the files written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Results = dict[str, dict[str, dict[str, Any]]]
+
+PEERS = {
+    "plain": "APScheduler",
+    "naive": "FAS naive",
+    "flock": "FAS flock",
+}
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    unit: str = "n"  # "n", "s", "ms", "MiB", "/s"
+    theirs_key: str | None = None  # when the peer's comparable figure has another name
+
+
+FIGURES: dict[str, tuple[Figure, ...]] = {
+    "S1": (
+        Figure("fires", "fires in window"),
+        Figure("duplicates", "duplicate fires"),
+        Figure("largest_gap_s", "largest gap", "s"),
+    ),
+    "S2": (
+        Figure("kill9_next_fire_s", "kill -9 leader -> next fire", "s"),
+        Figure("sigterm_next_fire_s", "SIGTERM its master -> next fire", "s"),
+        Figure("duplicates", "duplicate fires"),
+        Figure("missed_slots", "fire times with no fire"),
+    ),
+    "S3": (
+        Figure("makespan_s", "makespan (due -> last start)", "s"),
+        Figure("p50_late_ms", "p50 lateness", "ms"),
+        Figure("p99_late_ms", "p99 lateness", "ms"),
+        Figure("dropped", "dropped"),
+    ),
+    "S4": (
+        Figure("fires_per_s", "fires/s", "/s"),
+        Figure("p50_late_ms", "p50 lateness", "ms"),
+        Figure("p99_late_ms", "p99 lateness", "ms"),
+    ),
+    "S5": (
+        Figure("fired", "jobs fired"),
+        Figure("duplicates", "duplicate fires"),
+        Figure("p50_late_ms", "p50 lateness", "ms"),
+        Figure("p99_late_ms", "p99 lateness", "ms"),
+    ),
+    "A1": (
+        Figure("p50_ms", "first 100 (theirs: whole list) p50", "ms", "all_p50_ms"),
+        Figure("p99_ms", "first 100 (theirs: whole list) p99", "ms", "all_p99_ms"),
+        Figure("all_p50_ms", "whole list p50", "ms"),
+    ),
+    "A2": (
+        Figure("requests_per_s", "requests/s", "/s"),
+        Figure("p99_ms", "p99 latency", "ms"),
+        Figure("errors", "errors"),
+    ),
+    "M1": (
+        Figure("start_mib", "worker RSS after start", "MiB"),
+        Figure("after_s4_mib", "worker RSS after S4", "MiB"),
+    ),
+}
+
+
+def fmt(value: Any, unit: str = "n") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if unit == "n":
+        return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "MiB":
+        return f"{value:.1f} MiB"
+    return f"{value:.1f}{unit}"
+
+
+def ratio(ours: Any, theirs: Any) -> str:
+    if not isinstance(ours, int | float) or not isinstance(theirs, int | float) or theirs == 0:
+        return "-"
+    return f"{ours / theirs:.2f}"
+
+
+def rows(results: Results) -> list[tuple[str, str, str, str, str, str]]:
+    """(scenario, figure, ours, theirs, peer, ratio) for every figure and peer."""
+    out = []
+    for scenario in sorted(results, key=_order):
+        figures = FIGURES[scenario.split("-")[0]]
+        by_peer = results[scenario]
+        ours = by_peer.get("ours", {})
+        peers = [p for p in by_peer if p != "ours"] or [None]
+        for figure in figures:
+            for peer in peers:
+                theirs_all = by_peer.get(peer, {}) if peer else {}
+                theirs = theirs_all.get(figure.theirs_key or figure.key)
+                out.append(
+                    (
+                        _scenario_label(scenario),
+                        figure.label,
+                        _value(ours, figure.key, figure.unit),
+                        _value(theirs_all, figure.theirs_key or figure.key, figure.unit),
+                        PEERS.get(peer or "", "-"),
+                        ratio(ours.get(figure.key), theirs),
+                    )
+                )
+    return out
+
+
+def _value(figures: dict[str, Any], key: str, unit: str) -> str:
+    if not figures:
+        return "-"
+    if key in figures and figures[key] is None and key.endswith("next_fire_s"):
+        note = figures.get(key.replace("next_fire_s", "note"))
+        return note or f"none in {figures.get('observe_s', 0):g} s"
+    return fmt(figures.get(key), unit)
+
+
+def _order(scenario: str) -> tuple[int, int]:
+    head, _, size = scenario.partition("-")
+    order = ("S1", "S2", "S3", "S4", "S5", "A1", "A2", "M1")
+    return order.index(head), int(size or 0)
+
+
+def _scenario_label(scenario: str) -> str:
+    head, _, size = scenario.partition("-")
+    return f"{head} N={size}" if size else head
+
+
+HEADER = ("scenario", "figure", "ours", "theirs", "peer", "ours/theirs")
+
+
+def text_table(table: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(r[i])) for r in [HEADER, *table]) for i in range(len(HEADER))]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [line.format(*HEADER), line.format(*("-" * w for w in widths))]
+    out += [line.format(*r) for r in table]
+    return "\n".join(out)
+
+
+def markdown_table(table: list[tuple[str, ...]], header: tuple[str, ...] = HEADER) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in table]
+    return "\n".join(out)
+
+
+# The machine and the files ------------------------------------------------------------------
+
+
+def machine(mysql_version: str, redis_version: str) -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "mariadb": mysql_version,
+        "redis": redis_version,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "jobservice_commit": os.environ.get("BENCH_REF") or _git("rev-parse", "--short", "HEAD"),
+        "jobservice_tree": _tree_state(),
+        "code": source_digest(Path(__file__).resolve().parent.parent),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def source_digest(root: Path) -> str:
+    """A digest of jobservice's code as it is on disk now (jobservice/, run.py, config.py)."""
+    digest = hashlib.sha1()
+    for path in sorted([*root.glob("jobservice/**/*.py"), root / "run.py", root / "config.py"]):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _tree_state() -> str:
+    if os.environ.get("BENCH_REF"):
+        return f"exported from git at {os.environ['BENCH_REF']}"
+    return "uncommitted changes" if _git("status", "--porcelain", "--", "jobservice") else "clean"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def write(path_stem: Path, text: str, raw: dict[str, Any]) -> None:
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    path_stem.with_suffix(".md").write_text(text)
+    path_stem.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str))
