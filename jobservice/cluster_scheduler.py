@@ -48,6 +48,8 @@ RETRY_S = 1.0
 MODIFY_ATTEMPTS = 5
 #: Fire times computed per job and pass; past this a long outage is coalesced anyway.
 MAX_RUN_TIMES = 1000
+#: Due jobs read, claimed and handed out per step of a pass.
+DUE_CHUNK = 100
 #: Pass as next_run_time to modify_job: recompute it from the trigger, keeping a pause.
 RESCHEDULE = object()
 
@@ -183,7 +185,12 @@ class ClusterScheduler(BackgroundScheduler):
         now = datetime.now(self.timezone)
         paused = self._cluster_paused()
         if not paused:
-            self._fire(store.get_due_jobs(now), now, fence, store)
+            # A chunk at a time: the first runs start before the last jobs are read, and
+            # a burst of thousands never holds them all in memory.
+            for due in store.due_chunks(now, DUE_CHUNK):
+                self._fire(due, now, fence, store)
+                if self._fence() != fence:
+                    break
         self._adopt(fence, store)
         next_run = None if paused else store.get_next_run_time()
         self._on_pass()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import pickle
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.util import datetime_to_utc_timestamp, utc_timestamp_to_datetime
-from sqlalchemy import and_, bindparam, func, select, tuple_
+from sqlalchemy import and_, bindparam, func, or_, select, tuple_
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -66,6 +66,29 @@ class ClusterJobStore(SQLAlchemyJobStore):
 
     def get_due_jobs(self, now: datetime) -> list[StoredJob]:
         return self._select(self.jobs_t.c.next_run_time <= datetime_to_utc_timestamp(now))
+
+    def due_chunks(self, now: datetime, size: int) -> Iterator[list[StoredJob]]:
+        """The due jobs, `size` rows at a time, in (next run time, id) order.
+
+        Each chunk starts after the last row of the one before (whatever was done to
+        it meanwhile, and even if that row could not be read), so a pass holds one
+        chunk of jobs in memory at a time and never sees a job twice.
+        """
+        t = self.jobs_t
+        due = t.c.next_run_time <= datetime_to_utc_timestamp(now)
+        after: Any = None
+        while True:
+            conditions = [due]
+            if after is not None:
+                at, job_id = after
+                conditions.append(or_(t.c.next_run_time > at, and_(t.c.next_run_time == at, t.c.id > job_id)))
+            rows = self._rows(*conditions, limit=size, order=(t.c.next_run_time, t.c.id))
+            jobs = [job for job in map(self._restore, rows) if job is not None]
+            if jobs:
+                yield jobs
+            if len(rows) < size:
+                return
+            after = (rows[-1].next_run_time, rows[-1].id)
 
     def get_all_jobs(self) -> list[StoredJob]:
         jobs = self._select()
@@ -196,6 +219,16 @@ class ClusterJobStore(SQLAlchemyJobStore):
         offset: int = 0,
         order: Iterable[Any] | None = None,
     ) -> list[StoredJob]:
+        rows = self._rows(*conditions, limit=limit, offset=offset, order=order)
+        return [job for job in map(self._restore, rows) if job is not None]
+
+    def _rows(
+        self,
+        *conditions: Any,
+        limit: int | None = None,
+        offset: int = 0,
+        order: Iterable[Any] | None = None,
+    ) -> Sequence[Row[Any]]:
         t = self.jobs_t
         query = select(t.c.id, t.c.next_run_time, t.c.job_state, t.c.version)
         if conditions:
@@ -204,8 +237,7 @@ class ClusterJobStore(SQLAlchemyJobStore):
         if limit is not None:
             query = query.limit(limit).offset(offset)
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [job for job in map(self._restore, rows) if job is not None]
+            return conn.execute(query).all()
 
     def _restore(self, row: Row[Any]) -> StoredJob | None:
         """Rebuild a job without importing its function; a bad row is skipped, never deleted."""

@@ -265,16 +265,18 @@ def test_pause_through_a_follower_survives_the_leaders_write_back(
         def is_paused() -> bool:
             return follower_app.test_client().get("/scheduler/jobs/tick").json["next_run_time"] is None
 
-    read_due = store.get_due_jobs
-
-    def get_due_jobs_then_pause(now: datetime) -> list[Any]:
-        jobs = read_due(now)
+    def then_pause(jobs: list[Any]) -> list[Any]:
         if jobs and not paused.is_set():
             pause()  # between the leader's read and its write-back
             paused.set()
         return jobs
 
-    store.get_due_jobs = get_due_jobs_then_pause  # type: ignore[method-assign]
+    if kind == "plain":
+        read_due = store.get_due_jobs
+        store.get_due_jobs = lambda now: then_pause(read_due(now))  # type: ignore[method-assign]
+    else:  # jobservice's pass reads its due jobs a chunk at a time
+        read_chunks = store.due_chunks
+        store.due_chunks = lambda now, size: map(then_pause, read_chunks(now, size))  # type: ignore[method-assign]
     if kind == "plain":
         leader.start()
     else:

@@ -118,3 +118,21 @@ def test_advance_moves_and_removes_in_one_batch(app: Flask) -> None:
     store.advance([(a, later), (b, None)])
     assert stored_ids(app) == ["a"]
     assert store.lookup_job("a").next_run_time == later
+
+
+def test_due_jobs_come_in_chunks_each_once_past_unreadable_rows(app: Flask) -> None:
+    """A pass reads due jobs a chunk at a time; a row that cannot be read is skipped (and
+    kept), not re-read forever, and jobs due at the same time are ordered by id."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    for i in range(7):
+        put_raw_job(app, f"due-{i}", "tests.jobfuncs:noop", now - timedelta(seconds=i % 2))
+    put_raw_job(app, "later", "tests.jobfuncs:noop", now + timedelta(hours=1))
+    with app.app_context(), db.engine.begin() as conn:
+        bad = {"id": "due-bad", "next_run_time": (now - timedelta(seconds=1)).timestamp()}
+        conn.execute(insert(jobs_table).values(**bad, job_state=b"not a pickle", version=1))
+    with app.app_context():
+        store = app.extensions["jobservice"].store
+        chunks = [[job.id for job in chunk] for chunk in store.due_chunks(now, 3)]
+
+    # Rows by (next run, id): due-1 due-3 due-5 | due-bad due-0 due-2 | due-4 due-6
+    assert chunks == [["due-1", "due-3", "due-5"], ["due-0", "due-2"], ["due-4", "due-6"]]
