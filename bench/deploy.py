@@ -78,12 +78,16 @@ class Deployment:
         self.plain: list[subprocess.Popen[bytes]] = []
         self._kicks = 0
         self._starts = 0
+        self._tables_made = False
 
     # Start and stop ------------------------------------------------------------------
 
     def start_tables(self) -> None:
         """The tables, made before the processes start: a peer's job table (they would race
         to create it), and jobservice's schema with `flask db upgrade`, as its README deploys."""
+        if self._tables_made:
+            return
+        self._tables_made = True
         if self.kind != "ours":
             create_apscheduler_table(self.store_url)
             return

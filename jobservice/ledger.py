@@ -19,9 +19,8 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, literal_column, or_, select, tuple_
+from sqlalchemy import bindparam, exists, literal_column, or_, select, tuple_
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Insert
 
@@ -72,13 +71,6 @@ class RunKey:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scheduled_at", self.scheduled_at.astimezone(UTC))
-
-    def where(self) -> Any:
-        return and_(
-            runs.c.job_id == self.job_id,
-            runs.c.trigger == self.trigger,
-            runs.c.scheduled_at == self.scheduled_at,
-        )
 
 
 @dataclass(frozen=True)
@@ -160,7 +152,7 @@ class RunLedger:
         now = utcnow()
         update = (
             runs.update()
-            .where(claim.key.where(), runs.c.claim == claim.token, runs.c.started_at.is_(None))
+            .where(runs.c.id == claim.run_id, runs.c.claim == claim.token, runs.c.started_at.is_(None))
             .values(status=status, finished_at=now, updated_at=now, error=error)
         )
         with self.engine.begin() as conn:

@@ -48,18 +48,7 @@ class Recorder:
         """Queue the outcome of a run that started."""
         if error is not None and len(error) > MAX_ERROR_CHARS:
             error = error[:MAX_ERROR_CHARS] + "\n[truncated]"
-        key = claim.key
-        row = {
-            "id": claim.run_id,
-            "job_id": key.job_id,
-            "trigger": key.trigger,
-            "scheduled_at": key.scheduled_at,
-            "claim": claim.token,
-            "fence": claim.fence,
-            "status": status,
-            "finished_at": finished_at,
-            "error": error,
-        }
+        row = {"id": claim.run_id, "status": status, "finished_at": finished_at, "error": error}
         with self._lock:
             self._pending.append(row)
             if len(self._pending) > MAX_PENDING:
@@ -115,20 +104,19 @@ def _write(conn: Connection, batch: list[dict[str, Any]]) -> None:
         for chunk in _chunks(batch):
             _update_join(conn, chunk)
         return
-    update = (
-        runs.update()
-        .where(runs.c.id == bindparam("b_id"))
-        .values(
-            status=bindparam("b_status"),
-            finished_at=bindparam("b_finished_at"),
-            error=bindparam("b_error"),
-            updated_at=bindparam("b_finished_at"),
-        )
+    conn.execute(_OUTCOME, [{f"b_{name}": value for name, value in row.items()} for row in batch])
+
+
+_OUTCOME = (
+    runs.update()
+    .where(runs.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        finished_at=bindparam("b_finished_at"),
+        error=bindparam("b_error"),
+        updated_at=bindparam("b_finished_at"),
     )
-    conn.execute(
-        update,
-        [{f"b_{name}": row[name] for name in ("id", "status", "finished_at", "error")} for row in batch],
-    )
+)
 
 
 def _chunks(batch: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
