@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 run: install ## set up and serve on the embedded default (SQLite under instance/)
 	$(BIN)/flask --app run db upgrade
-	$(BIN)/gunicorn --workers $(WORKERS) --bind $(BIND) --graceful-timeout 30 run:app
+	$(BIN)/gunicorn --workers $(WORKERS) --bind $(BIND) run:app  # limits and timeouts: gunicorn.conf.py
 
 test: install-dev ## set up and run the linter and the whole test suite
 	$(BIN)/ruff check .

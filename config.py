@@ -34,6 +34,7 @@ SETTINGS = (
     "JOB_PACKAGES",
     "RUN_RETENTION_DAYS",
     "RUN_RETENTION_PER_JOB",
+    "RUN_OVERRUN_SECONDS",
     "DB_AUTO_UPGRADE",
     "METRICS_ENABLED",
     "METRICS_REQUIRE_TOKEN",
@@ -194,6 +195,9 @@ class Config:
         self.JOB_PACKAGES = env.list("JOB_PACKAGES", ("jobs",))
         self.RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", 30, minimum=1, maximum=36500)
         self.RUN_RETENTION_PER_JOB = env.int("RUN_RETENTION_PER_JOB", 1000, minimum=1, maximum=10_000_000)
+        # A run still going after this long is flagged overrunning (0: only when a recurring
+        # job's run outlasts the gap to its next fire time).
+        self.RUN_OVERRUN_SECONDS = env.number("RUN_OVERRUN_SECONDS", 0, minimum=0, maximum=86400 * 365)
         self.DB_AUTO_UPGRADE = env.bool("DB_AUTO_UPGRADE", True)
         self.METRICS_ENABLED = env.bool("METRICS_ENABLED", True)
         self.METRICS_REQUIRE_TOKEN = env.bool("METRICS_REQUIRE_TOKEN", True)

@@ -4,7 +4,8 @@ Same store, same rules as the API; a CLI process never joins the leader election
 (it writes, then wakes the leader). Tables by default, `--json` for scripts.
 
 Exit codes: 0 done; 1 the database (or another service) failed; 2 bad input or
-usage; 3 no such job; 4 conflict (the id is taken).
+usage; 3 no such job; 4 conflict (the id is taken, or the job's row cannot be read);
+5 refused (the service's own jobs can be paused and resumed, not changed or removed).
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from .errors import InvalidJob
-from .jobstore import StaleJobError
+from .errors import InvalidJob, ProtectedJob
+from .jobstore import BrokenJobError, StaleJobError
 from .models import STATUSES
 from .payloads import dumps, job_payloads
 from .runs import RunFilter, list_runs
 from .scheduler import JobService, current_service
 from .transfer import ImportRefused, export_jobs, import_jobs
 
-EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4
+EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_REFUSED = 1, 2, 3, 4, 5
 
 jobs_cli = AppGroup("jobs", help="List, inspect and change jobs.")
 scheduler_cli = AppGroup("scheduler", help="The cluster: who leads, pause and resume processing.")
@@ -54,6 +55,10 @@ def failures() -> Iterator[None]:
         fail(EXIT_CONFLICT, str(exc.args[0]))
     except StaleJobError as exc:
         fail(EXIT_CONFLICT, f"job {exc.args[0]} keeps changing under concurrent writes; try again")
+    except BrokenJobError as exc:
+        fail(EXIT_CONFLICT, f"job {exc.job_id} cannot be read from the store ({exc.error}): remove it")
+    except ProtectedJob as exc:
+        fail(EXIT_REFUSED, exc.message)
     except ImportRefused as exc:
         for error in exc.errors:
             click.echo(f"  jobs[{error.index}] {error.id or ''}: {error.error_message}", err=True)
@@ -102,15 +107,18 @@ def read_json(source: str) -> Any:
 
 def job_table(jobs: list[dict[str, Any]]) -> None:
     rows = []
-    service = current_service()
+    stored = current_service().store.lookup_many([job["id"] for job in jobs])
+    triggers = {job_id: str(job.trigger) for job_id, job in stored.items()}
     for job in jobs:
-        stored = service.store.lookup_job(job["id"])
         last = job["last_run"]
+        if "error" in job:
+            rows.append([job["id"], "", "", "", job["error"]])
+            continue
         rows.append(
             [
                 job["id"],
                 job["func"],
-                str(stored.trigger) if stored else job["trigger"],
+                triggers.get(job["id"], job["trigger"]),
                 job["next_run_time"].isoformat() if job["next_run_time"] else "paused",
                 f"{last['status']} {last['scheduled_at'].isoformat()}" if last else "",
             ]
@@ -126,7 +134,7 @@ def list_jobs(limit: int | None, offset: int, as_json: bool) -> None:
     """List jobs in the order of their next run (paused last)."""
     with failures():
         service = current_service()
-        jobs = service.store.page(limit, offset) if limit else service.store.get_all_jobs()
+        jobs = service.store.page(limit, offset) if limit else service.store.entries()
         output(job_payloads(service, jobs), as_json, job_table)
 
 
@@ -137,7 +145,10 @@ def show_job(job_id: str, as_json: bool) -> None:
     """Show one job."""
     with failures():
         service = current_service()
-        output(job_payloads(service, [_job(service, job_id)])[0], as_json, lambda job: _fields(job))
+        entry = service.store.lookup_entry(job_id)
+        if entry is None:
+            raise JobLookupError(job_id)
+        output(job_payloads(service, [entry])[0], as_json, lambda job: _fields(job))
 
 
 @jobs_cli.command("add")
@@ -164,7 +175,6 @@ def job_action(name: str, help_text: str, act: Callable[[JobService, str], None]
     def command(job_id: str) -> None:
         with failures():
             service = current_service()
-            _job(service, job_id)
             act(service, job_id)
             service.notify()
             click.echo(f"{job_id}: {name} done")

@@ -8,12 +8,21 @@
 * A database error anywhere in a pass is logged and retried; the thread lives on.
 * After `shutdown()` no further pass runs, and a run that could not be handed to
   the executor is neither advanced nor lost: its claim waits for the next leader.
+* A pass is fenced: it records this leader's fence before its first write, and the
+  database refuses its writes once a newer leader recorded a higher one (FencedOut),
+  upon which this process steps down.
+* The claim of a job's last fire keeps the job's definition, so whoever adopts the run
+  can start it although the store deletes the job when advancing it.
+* The service's own jobs (`jobservice-*`) can be paused and resumed, not changed or
+  removed (ProtectedJob), except as the service declares them (`update_declared`).
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,10 +41,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
 
 from . import metrics
+from .errors import ProtectedJob
 from .executor import AppContextExecutor
+from .fencing import FencedOut
+from .jobdefs import SERVICE_JOB_PREFIX
 from .jobstore import ClusterJobStore, StaleJobError, StoredJob
 from .ledger import Claim, RunKey, RunLedger
-from .models import FAILED, MISSED, SCHEDULED
+from .liveness import Sweeper
+from .models import MISSED, SCHEDULED, SKIPPED
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +74,26 @@ class ClusterScheduler(BackgroundScheduler):
         self,
         *,
         ledger: RunLedger,
+        sweeper: Sweeper,
         fence: Callable[[], int | None],
+        record_fence: Callable[[int], None],
+        on_fenced_out: Callable[[FencedOut], None],
         cluster_paused: Callable[[], bool],
         on_pass: Callable[[], None] = lambda: None,
         idle_rescan_s: float = IDLE_RESCAN_S,
         **options: Any,
     ) -> None:
         self._ledger = ledger
+        self._sweeper = sweeper
         self._fence = fence
+        self._record_fence = record_fence
+        self._on_fenced_out = on_fenced_out
+        self._recorded_fence: int | None = None
         self._cluster_paused = cluster_paused
         self._on_pass = on_pass
         self._idle_rescan_s = idle_rescan_s
         self._failed_passes = 0
+        self._healthy_since: float | None = None
         self._processing = False
         super().__init__(**options)
 
@@ -118,7 +139,14 @@ class ClusterScheduler(BackgroundScheduler):
     def modify_job(self, job_id: str, jobstore: str | None = None, **changes: Any) -> Any:
         """APScheduler's modify_job, re-applied to a fresh copy if another process wrote
         the job meanwhile. `next_run_time=RESCHEDULE` computes it from the (new) trigger,
-        unless the job is paused in that fresh copy: a pause is never undone by an edit."""
+        unless the job is paused in that fresh copy: a pause is never undone by an edit.
+        The service's own jobs only take pause and resume (a change of next_run_time)."""
+        if set(changes) - {"next_run_time"}:
+            _refuse_if_protected(job_id, "changed")
+        return self.update_declared(job_id, jobstore, **changes)
+
+    def update_declared(self, job_id: str, jobstore: str | None = None, **changes: Any) -> Any:
+        """modify_job for jobs the service declares (JOBS, and its own): no protection."""
         for attempt in range(MODIFY_ATTEMPTS):
             with self._jobstores_lock:
                 job, alias = self._lookup_job(job_id, jobstore)
@@ -142,8 +170,32 @@ class ClusterScheduler(BackgroundScheduler):
             self.wakeup()
         return job
 
+    def _real_add_job(self, job: Job, jobstore_alias: str, replace_existing: bool) -> None:
+        """Where APScheduler's add_job stores a job: replacing one of the service's own is refused."""
+        if replace_existing:
+            _refuse_if_protected(job.id, "replaced")
+        super()._real_add_job(job, jobstore_alias, replace_existing)
+
+    def remove_job(self, job_id: str, jobstore: str | None = None) -> None:
+        _refuse_if_protected(job_id, "removed")
+        super().remove_job(job_id, jobstore)
+
+    def remove_declared(self, job_id: str) -> None:
+        """remove_job for jobs the service declares (JOBS, and its own): no protection."""
+        super().remove_job(job_id)
+
+    def remove_all_jobs(self, jobstore: str | None = None) -> None:
+        """Remove every job but the service's own."""
+        with self._jobstores_lock:
+            self._jobstores["default"].remove_all_except(SERVICE_JOB_PREFIX)
+        if self.state == STATE_RUNNING:
+            self.wakeup()
+
     def add_jobs(self, specs: list[dict[str, Any]], replace: bool = False) -> list[Job]:
         """Add many jobs at once, all or none (APScheduler's add_job, one transaction)."""
+        if replace:
+            for spec in specs:
+                _refuse_if_protected(spec["id"], "replaced")
         now = datetime.now(self.timezone)
         jobs = []
         for spec in specs:
@@ -170,10 +222,15 @@ class ClusterScheduler(BackgroundScheduler):
             return None  # a follower waits for the elector's wake-up
         try:
             wait_s = self._pass(fence)
+        except FencedOut as exc:
+            logger.warning("Scheduler pass refused by the database: %s; stepping down", exc)
+            self._on_fenced_out(exc)
+            return None
         except Exception as exc:
             if self._failed_passes % 20 == 0:
                 logger.warning("Scheduler pass failed (%s); retrying in %.0fs", exc, RETRY_S, exc_info=True)
             self._failed_passes += 1
+            self._healthy_since = None
             return RETRY_S
         if self._failed_passes:
             logger.info("Scheduler passes succeed again after %d failures", self._failed_passes)
@@ -182,6 +239,12 @@ class ClusterScheduler(BackgroundScheduler):
 
     def _pass(self, fence: int) -> float:
         store: ClusterJobStore = self._jobstores["default"]
+        if self._recorded_fence != fence:  # a new term
+            self._record_fence(fence)  # before any write under it: older fences are refused from now
+            self._recorded_fence = fence
+            self._healthy_since = None
+        if self._healthy_since is None:
+            self._healthy_since = time.monotonic()
         now = datetime.now(self.timezone)
         paused = self._cluster_paused()
         if not paused:
@@ -192,6 +255,9 @@ class ClusterScheduler(BackgroundScheduler):
                 if self._fence() != fence:
                     break
         self._adopt(fence, store)
+        for dead in self._sweeper.sweep(fence, time.monotonic() - self._healthy_since):
+            metrics.run_ended(dead.job_id, "failed", dead.trigger, None, None)
+            metrics.dead_run_closed()
         next_run = None if paused else store.get_next_run_time()
         self._on_pass()
         if next_run is None:
@@ -203,8 +269,15 @@ class ClusterScheduler(BackgroundScheduler):
         to_run: list[tuple[StoredJob, RunKey]] = []
         missed: list[RunKey] = []
         moves: list[tuple[StoredJob, datetime | None]] = []
+        saved: dict[RunKey, bytes] = {}
         for job in due:
-            run_times = self._run_times(job, now)
+            try:
+                run_times = self._run_times(job, now)
+                nxt = _next_fire_time(job, run_times[-1], now) if run_times else None
+            except Exception:
+                logger.exception("Cannot compute the fire times of job %s; leaving it alone", job.id)
+                store.skip(job)
+                continue
             if not run_times:
                 continue
             for run_time in run_times[-1:] if job.coalesce else run_times:
@@ -215,13 +288,15 @@ class ClusterScheduler(BackgroundScheduler):
                     logger.warning("Run of %s at %s was missed by %s", job.id, run_time, now - run_time)
                 else:
                     to_run.append((job, key))
-            moves.append((job, job.trigger.get_next_fire_time(run_times[-1], now)))
+                    if nxt is None:  # its last fire: advancing deletes the job, the claim keeps it
+                        saved[key] = pickle.dumps(job.__getstate__(), store.pickle_protocol)
+            moves.append((job, nxt))
         if self._fence() != fence:
             return
         self._ledger.claim(missed, fence, MISSED, "Run time was missed by more than misfire_grace_time")
         for key in missed:
             metrics.run_ended(key.job_id, MISSED, key.trigger, None, None)
-        won = {claim.key: claim for claim in self._ledger.claim([k for _, k in to_run], fence)}
+        won = {claim.key: claim for claim in self._ledger.claim([k for _, k in to_run], fence, saved=saved)}
         stuck: set[str] = set()
         for job, key in to_run:
             claim = won.get(key)
@@ -235,17 +310,26 @@ class ClusterScheduler(BackgroundScheduler):
                 metrics.claims_refused(job.id)
             elif not self._submit(job, claim):
                 stuck.add(job.id)
-        store.advance([(job, nxt) for job, nxt in moves if job.id not in stuck])
+        store.advance([(job, nxt) for job, nxt in moves if job.id not in stuck], fence)
 
     def _adopt(self, fence: int, store: ClusterJobStore) -> None:
         """Run what was claimed or requested but never started (run-now, a dead leader's runs)."""
         executor: AppContextExecutor = self._lookup_executor("default")
         inflight = executor.inflight()
         candidates = [(key, claim) for key, claim in self._ledger.pending(fence) if key not in inflight]
-        for claim in self._ledger.adopt(candidates, fence) if candidates else []:
-            job = store.lookup_job(claim.key.job_id)
+        claims = self._ledger.adopt(candidates, fence) if candidates else []
+        if not claims:
+            return
+        jobs = store.lookup_many(sorted({claim.key.job_id for claim in claims}))
+        gone = [claim.run_id for claim in claims if claim.key.job_id not in jobs]
+        saved = self._ledger.saved_jobs(gone) if gone else {}
+        for claim in claims:
+            job = jobs.get(claim.key.job_id)
+            if job is None and claim.run_id in saved:  # a last fire: the claim kept the job
+                job = store.restore_saved(claim.key.job_id, saved[claim.run_id])
             if job is None:
-                self._ledger.miss(claim, "The job was removed before this run could start", FAILED)
+                self._ledger.miss(claim, "The job was removed before this run could start")
+                metrics.run_ended(claim.key.job_id, MISSED, claim.key.trigger, None, None)
             elif not self._submit(job, claim):
                 return
 
@@ -255,7 +339,16 @@ class ClusterScheduler(BackgroundScheduler):
         try:
             executor.submit_run(job, claim)
         except MaxInstancesReachedError:
-            self._ledger.miss(claim, f"Skipped: {job.max_instances} instance(s) already running")
+            message = f"Skipped: {job.max_instances} instance(s) of this job already running"
+            self._ledger.miss(claim, message, SKIPPED)
+            logger.warning(
+                "Run of %s at %s skipped: %d instance(s) already running",
+                job.id,
+                claim.key.scheduled_at,
+                job.max_instances,
+                extra={"job_id": job.id, "scheduled_at": claim.key.scheduled_at, "status": SKIPPED},
+            )
+            metrics.run_ended(job.id, SKIPPED, claim.key.trigger, None, None)
             event = EVENT_JOB_MAX_INSTANCES
         except RuntimeError:  # the pool is shut down: leave the claim for the next leader
             logger.info("Executor is shut down; run of %s left for the next leader", job.id)
@@ -272,5 +365,19 @@ class ClusterScheduler(BackgroundScheduler):
         next_run = job.next_run_time
         while next_run is not None and next_run <= now and len(run_times) < MAX_RUN_TIMES:
             run_times.append(next_run)
-            next_run = job.trigger.get_next_fire_time(next_run, now)
+            next_run = _next_fire_time(job, next_run, now)
         return run_times
+
+
+def _next_fire_time(job: StoredJob, previous: datetime, now: datetime) -> datetime | None:
+    """The trigger's next fire time; None past what a datetime can hold (the schedule ends)."""
+    try:
+        return job.trigger.get_next_fire_time(previous, now)
+    except OverflowError:
+        logger.info("Job %s has no fire time after %s that a date can hold: it ends", job.id, previous)
+        return None
+
+
+def _refuse_if_protected(job_id: str, action: str) -> None:
+    if job_id.startswith(SERVICE_JOB_PREFIX):
+        raise ProtectedJob(job_id, action)

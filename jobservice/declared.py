@@ -84,7 +84,7 @@ def reconcile(
         _remember(engine, job_id, digest, job_id in known)
     for job_id in known.keys() - specs.keys():
         try:
-            scheduler.remove_job(job_id)
+            scheduler.remove_declared(job_id)
         except JobLookupError:
             pass
         with engine.begin() as conn:
@@ -108,7 +108,7 @@ def _apply(scheduler: ClusterScheduler, spec: dict[str, Any]) -> bool:
         pass
     job_id = spec.pop("id")
     spec.setdefault("next_run_time", RESCHEDULE)  # a job paused through the API stays paused
-    scheduler.modify_job(job_id, **spec)
+    scheduler.update_declared(job_id, **spec)
     return False
 
 

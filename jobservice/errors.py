@@ -12,3 +12,15 @@ class InvalidJob(ValueError):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+class ProtectedJob(Exception):
+    """The service's own jobs (`jobservice-*`) can be paused and resumed, not changed or removed."""
+
+    def __init__(self, job_id: str, action: str) -> None:
+        self.job_id = job_id
+        self.action = action
+        self.message = (
+            f"{job_id} is one of the service's own jobs: it can be paused and resumed, not {action}"
+        )
+        super().__init__(self.message)

@@ -4,6 +4,10 @@ The app context is pushed here, around the call, rather than by wrapping job
 functions: the SQL store keeps a job's function as a text reference, which a
 wrapper would break. Job code can use `current_app`, its config, `db.session`,
 and `g.jobservice_run` (job id, scheduled time, trigger, fence).
+
+A run is started only while this process leads under the claim's fence, and only by the
+fenced compare-and-set of the start gate; from its start to its outcome the heartbeat keeps
+it visibly alive (see `liveness`).
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.job import Job
 from apscheduler.util import ref_to_obj
 from flask import Flask, g
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics
+from .fencing import FencedOut
 from .ledger import Claim, RunKey, RunLedger
+from .liveness import Heartbeat, overrun_limit
 from .models import FAILED, MISSED, SCHEDULED, SUCCEEDED, utcnow
 from .recorder import Recorder
 from .startgate import StartGate
@@ -57,8 +64,11 @@ class AppContextExecutor(BasePoolExecutor):
         app: Flask,
         ledger: RunLedger,
         recorder: Recorder,
+        heartbeat: Heartbeat,
         fence: Callable[[], int | None],
+        on_fenced_out: Callable[[FencedOut], None] = lambda exc: None,
         max_workers: int = 20,
+        overrun_s: float | None = None,
     ) -> None:
         super().__init__(
             concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="jobservice-job")
@@ -67,7 +77,10 @@ class AppContextExecutor(BasePoolExecutor):
         self.ledger = ledger
         self.gate = StartGate(ledger)
         self.recorder = recorder
+        self.heartbeat = heartbeat
+        self.overrun_s = overrun_s
         self._fence = fence
+        self._on_fenced_out = on_fenced_out
         self._inflight: set[RunKey] = set()
         self._inflight_lock = threading.Lock()
 
@@ -105,41 +118,67 @@ class AppContextExecutor(BasePoolExecutor):
     def _run(self, job: Job, claim: Claim) -> list[JobEvent]:
         key = claim.key
         try:
-            if self._fence() != claim.fence:
-                # Leadership ended or changed since the claim: the next leader adopts it.
-                logger.info("Run of %s at %s left for the next leader", key.job_id, key.scheduled_at)
-                return []
-            late = utcnow() - key.scheduled_at
-            grace = job.misfire_grace_time
-            if key.trigger == SCHEDULED and grace is not None and late > timedelta(seconds=grace):
-                self.ledger.miss(claim, f"Run time was missed by {late}")
-                logger.warning("Run of %s at %s missed by %s", key.job_id, key.scheduled_at, late)
-                metrics.run_ended(key.job_id, MISSED, key.trigger, None, None)
-                return [JobExecutionEvent(EVENT_JOB_MISSED, job.id, "default", key.scheduled_at)]
-            started_at = self.gate.start(claim)
-            if started_at is None:
-                # Taken over by another leader (then this changes nothing), or paused.
-                self.ledger.miss(claim, "The job was paused before this run could start")
-                logger.info("Run of %s at %s not started: paused or taken over", key.job_id, key.scheduled_at)
-                return []
+            started = self._start(job, claim)
+        except FencedOut as exc:
+            logger.warning("Run of %s at %s left for the next leader: %s", key.job_id, key.scheduled_at, exc)
+            self._on_fenced_out(exc)
+            return []
+        except SQLAlchemyError as exc:  # the claim stays: this leader or the next adopts it
+            logger.warning(
+                "Run of %s at %s could not start (%s); it will be adopted",
+                key.job_id,
+                key.scheduled_at,
+                exc.__class__.__name__,
+            )
+            return []
         finally:
             self._forget(key)
-        return [self._call(job, claim, started_at)]
+        if isinstance(started, datetime):
+            return [self._call(job, claim, started)]
+        return started
+
+    def _start(self, job: Job, claim: Claim) -> datetime | list[JobEvent]:
+        """Start the run (its start time) or say why not (the events to report)."""
+        key = claim.key
+        if self._fence() != claim.fence:
+            # Leadership ended or changed since the claim: the next leader adopts it.
+            logger.info("Run of %s at %s left for the next leader", key.job_id, key.scheduled_at)
+            return []
+        late = utcnow() - key.scheduled_at
+        grace = job.misfire_grace_time
+        if key.trigger == SCHEDULED and grace is not None and late > timedelta(seconds=grace):
+            self.ledger.miss(claim, f"Run time was missed by {late}")
+            logger.warning("Run of %s at %s missed by %s", key.job_id, key.scheduled_at, late)
+            metrics.run_ended(key.job_id, MISSED, key.trigger, None, None)
+            return [JobExecutionEvent(EVENT_JOB_MISSED, job.id, "default", key.scheduled_at)]
+        started_at = self.gate.start(claim)
+        if started_at is None:
+            # Taken over by another leader (then this changes nothing), or paused.
+            self.ledger.miss(claim, "The job was paused before this run could start")
+            logger.info("Run of %s at %s not started: paused or taken over", key.job_id, key.scheduled_at)
+            return []
+        return started_at
 
     def _call(self, job: Job, claim: Claim, started_at: datetime) -> JobExecutionEvent:
         key = claim.key
         error: BaseException | None = None
         formatted: str | None = None
         retval: Any = None
-        with self.app.app_context():
-            g.jobservice_run = RunInfo(key.job_id, key.scheduled_at, key.trigger, claim.fence)
-            try:
-                retval = ref_to_obj(job.func_ref)(*job.args, **job.kwargs)
-            except BaseException as exc:
-                error, formatted = exc, traceback.format_exc()
-        finished_at = utcnow()
-        status = SUCCEEDED if error is None else FAILED
-        self.recorder.finished(claim, status, finished_at, formatted)
+        # A run-now request has no fire time of its own to outlast: only the setting applies.
+        trigger = job.trigger if key.trigger == SCHEDULED else None
+        self.heartbeat.started(claim, started_at, overrun_limit(trigger, key.scheduled_at, self.overrun_s))
+        try:
+            with self.app.app_context():
+                g.jobservice_run = RunInfo(key.job_id, key.scheduled_at, key.trigger, claim.fence)
+                try:
+                    retval = ref_to_obj(job.func_ref)(*job.args, **job.kwargs)
+                except BaseException as exc:
+                    error, formatted = exc, traceback.format_exc()
+            finished_at = utcnow()
+            status = SUCCEEDED if error is None else FAILED
+            self.recorder.finished(claim, status, finished_at, formatted)
+        finally:
+            self.heartbeat.ended(claim)
         self._log_run(claim, status, started_at, finished_at, formatted)
         if error is not None:
             return JobExecutionEvent(

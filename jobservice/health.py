@@ -1,9 +1,10 @@
 """Monitoring endpoints: GET /health (can this process serve, who leads, is the leader
-processing) and GET /metrics (Prometheus)."""
+processing, is any job hung) and GET /metrics (Prometheus)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -12,13 +13,17 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics
-from .api.auth import require_token
+from .api.auth import has_valid_token, require_token
+from .models import utcnow
+from .runs import overrunning_runs, recently_skipped
 from .scheduler import JobService, current_service
 
 logger = logging.getLogger(__name__)
 
 #: No pass for longer than this many leases means nobody is processing due jobs.
 STALE_PASS_LEASES = 2
+#: Fires skipped within this window (max_instances runs still going) make /health degraded.
+SKIPPED_WINDOW_S = 600
 
 
 def init_app(app: Flask) -> None:
@@ -31,8 +36,19 @@ def init_app(app: Flask) -> None:
 
 
 def health() -> tuple[Response, int]:
-    """200 while the database answers (status ok or degraded), 503 when it does not."""
-    service = current_service()
+    """200 while the database answers (status ok or degraded), 503 when it does not.
+
+    With SCHEDULER_API_TOKEN set, a request without the token gets the status alone: the
+    load balancer needs only that, and the rest (who leads, which jobs hang) is the operator's.
+    """
+    body = _report(current_service())
+    code = 503 if body["status"] == "error" else 200
+    if not has_valid_token():
+        return jsonify(status=body["status"]), code
+    return jsonify(body), code
+
+
+def _report(service: JobService) -> dict[str, Any]:
     body: dict[str, Any] = {
         "role": service.role,
         "database": _database(service),
@@ -42,6 +58,7 @@ def health() -> tuple[Response, int]:
         "lease_seconds_left": None,
         "seconds_since_last_pass": None,
         "jobs": None,
+        "reasons": [],
     }
     leader = service.leader()
     if leader is not None:
@@ -50,15 +67,47 @@ def health() -> tuple[Response, int]:
             fence=leader.fence,
             lease_seconds_left=_rounded(service.lease_seconds_left()),
         )
-    if body["database"] == "ok":
+    if body["database"] != "ok":
+        body["status"] = "error"
+        body["reasons"] = ["the database is unreachable"]
+        return body
+    try:
         state = service.cluster.snapshot()
         if state["last_pass_at"] is not None:
             body["seconds_since_last_pass"] = round(metrics.seconds_since(state["last_pass_at"]), 3)
         body["jobs"] = service.store.count()
-        body["status"] = _status(service, body, paused=state["paused"])
-        return jsonify(body), 200
-    body["status"] = "error"
-    return jsonify(body), 503
+        body["reasons"] = _degraded(service, body, paused=state["paused"])
+    except SQLAlchemyError as exc:  # it went away after the first check
+        logger.warning("Health: database unreachable (%s)", exc.__class__.__name__)
+        body.update(database="unreachable", status="error", reasons=["the database is unreachable"])
+        return body
+    body["status"] = "degraded" if body["reasons"] else "ok"
+    return body
+
+
+def _degraded(service: JobService, body: dict[str, Any], paused: bool) -> list[str]:
+    """Why this deployment is not fully well: each reason a sentence an operator can act on."""
+    reasons = []
+    if body["redis"] == "unreachable":
+        reasons.append("Redis is unreachable: nobody can lead until it is back")
+    if body["leader"] is None:
+        reasons.append("no process leads: due jobs are not being run")
+    since = body["seconds_since_last_pass"]
+    stale = since is None or since > STALE_PASS_LEASES * service.lease_s
+    if body["leader"] is not None and not paused and stale:
+        reasons.append(f"the leader has not processed due jobs for {since}s" if since else "no pass yet")
+    for run in overrunning_runs(service.engine):
+        reasons.append(
+            f"job {run['job_id']} is overrunning: run {run['id']} on {run['worker']} "
+            f"started at {run['started_at'].isoformat()} and is still going"
+        )
+    skipped = recently_skipped(service.engine, utcnow() - timedelta(seconds=SKIPPED_WINDOW_S))
+    for job_id, count in skipped.items():
+        reasons.append(
+            f"job {job_id} had {count} fire(s) skipped in the last {SKIPPED_WINDOW_S // 60} minutes: "
+            "max_instances runs of it were still going"
+        )
+    return reasons
 
 
 def prometheus_metrics() -> Response:
@@ -69,16 +118,6 @@ def prometheus_metrics() -> Response:
             return refused
     payload, content_type = metrics.exposition(current_service())
     return Response(payload, content_type=content_type)
-
-
-def _status(service: JobService, body: dict[str, Any], paused: bool) -> str:
-    """ok, or degraded: Redis unreachable, no leader, or a leader that has stopped passing."""
-    if body["redis"] == "unreachable" or body["leader"] is None:
-        return "degraded"
-    since = body["seconds_since_last_pass"]
-    if not paused and (since is None or since > STALE_PASS_LEASES * service.lease_s):
-        return "degraded"
-    return "ok"
 
 
 def _rounded(value: float | None) -> float | None:
@@ -100,6 +139,6 @@ def _redis(service: JobService) -> str:
         return "not configured"
     try:
         service.redis.ping()
-    except redis.RedisError:
+    except (redis.RedisError, OSError):
         return "unreachable"
     return "ok"

@@ -17,7 +17,7 @@ from typing import Any
 
 from apscheduler.job import Job
 
-from .errors import InvalidJob
+from .errors import InvalidJob, ProtectedJob
 from .triggers import ALL_TRIGGER_FIELDS, build_trigger, parse_datetime
 
 logger = logging.getLogger(__name__)
@@ -33,18 +33,32 @@ CHANGE_FIELDS = (
 #: 191 = the longest key MySQL can index in utf8mb4 (the job table's primary key).
 MAX_ID_LENGTH = 191
 MAX_NAME_LENGTH = 255
-RESERVED_IDS = frozenset({"export"})
+RESERVED_IDS = frozenset({"export", ".", ".."})
+#: Ids of the service's own jobs (`jobservice-maintenance`); nobody else may take one.
+SERVICE_JOB_PREFIX = "jobservice-"
+#: Characters that stop an id from being addressed at its own URL when written in it as is.
+URL_UNSAFE = frozenset("/\\?#%")
 MAX_INSTANCES = 1000
+#: Past this, use null (no limit): larger values overflow Python's timedelta.
+MAX_GRACE_S = 366 * 86400
 FUNC_REF = re.compile(r"(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<name>[A-Za-z_]\w*)")
 
 
 class JobRules:
     """Validates job definitions and turns them into arguments for the scheduler."""
 
-    def __init__(self, packages: Collection[str], timezone: tzinfo, executors: Collection[str]) -> None:
+    def __init__(
+        self,
+        packages: Collection[str],
+        timezone: tzinfo,
+        executors: Collection[str],
+        service_jobs: bool = False,
+    ) -> None:
         self.packages = tuple(packages)
         self.timezone = timezone
         self.executors = frozenset(executors)
+        #: Only the service's own rules may name a job `jobservice-*`.
+        self.service_jobs = service_jobs
 
     @property
     def allowed_funcs(self) -> str:
@@ -58,13 +72,17 @@ class JobRules:
         fields = _fields(data)
         _only(fields, NEW_JOB_FIELDS)
         job_id = _job_id(fields.get("id"))
+        if job_id.startswith(SERVICE_JOB_PREFIX) and not self.service_jobs:
+            reserved = f"ids starting with {SERVICE_JOB_PREFIX} are reserved for the service's own jobs"
+            raise InvalidJob("id", reserved)
         func = self.resolve_func(fields.get("func"))
         args, kwargs = _arguments(func, fields.get("args", []), fields.get("kwargs", {}))
         trigger_fields = {k: v for k, v in fields.items() if k in ALL_TRIGGER_FIELDS}
+        trigger = build_trigger(fields.get("trigger", "date"), trigger_fields, self.timezone)
         return {
             "id": job_id,
             "func": fields["func"],
-            "trigger": build_trigger(fields.get("trigger", "date"), trigger_fields, self.timezone),
+            "trigger": trigger,
             "args": args,
             "kwargs": kwargs,
             "name": _name(fields.get("name", job_id)),
@@ -74,6 +92,10 @@ class JobRules:
     def changes(self, data: object, job: Job) -> dict[str, Any]:
         """Keyword arguments for `scheduler.modify_job`, from a partial definition."""
         fields = _fields(data)
+        if fields.keys() - {"next_run_time"} and job.id.startswith(SERVICE_JOB_PREFIX):
+            # Before the fields are checked (they are the service's, not the job packages').
+            # Pausing and resuming, also as a change of next_run_time, stay allowed.
+            raise ProtectedJob(job.id, "changed")
         if "id" in fields:
             raise InvalidJob("id", "a job's id cannot be changed; remove the job and add a new one")
         _only(fields, CHANGE_FIELDS)
@@ -93,6 +115,7 @@ class JobRules:
             changes["args"], changes["kwargs"] = _arguments(func, args, kwargs)
         if "trigger" in fields:
             changes["trigger"] = build_trigger(fields["trigger"], trigger_fields, self.timezone)
+
         if "name" in fields:
             changes["name"] = _name(fields["name"])
         changes.update(self._options(fields))
@@ -124,10 +147,11 @@ class JobRules:
         options: dict[str, Any] = {}
         if "misfire_grace_time" in fields:
             value = fields["misfire_grace_time"]
-            if value is not None and not _positive_int(value):
+            if value is not None and not (_positive_int(value) and value <= MAX_GRACE_S):
                 raise InvalidJob(
                     "misfire_grace_time",
-                    "misfire_grace_time must be a positive whole number of seconds, or null",
+                    f"misfire_grace_time must be a whole number of seconds from 1 to {MAX_GRACE_S}, "
+                    "or null for no limit",
                 )
             options["misfire_grace_time"] = value
         if "coalesce" in fields:
@@ -185,10 +209,12 @@ def _job_id(value: object) -> str:
         raise InvalidJob("id", "id must be a non-empty string")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidJob("id", f"id must be at most {MAX_ID_LENGTH} characters")
-    if "/" in value or not value.isprintable():
-        raise InvalidJob("id", "id must not contain '/' or control characters (it is part of URLs)")
+    if URL_UNSAFE & set(value) or not value.isprintable():
+        raise InvalidJob(
+            "id", "id must not contain / \\ ? # % or control characters: it is part of the job's URL"
+        )
     if value in RESERVED_IDS:
-        raise InvalidJob("id", f"id {value!r} is reserved: GET /scheduler/jobs/{value} is another route")
+        raise InvalidJob("id", f"id {value!r} is reserved: /scheduler/jobs/{value} is not this job's URL")
     if value != value.strip():
         # MySQL compares keys ignoring trailing spaces: "a" and "a " would be one job.
         raise InvalidJob("id", "id must not start or end with whitespace")

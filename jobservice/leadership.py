@@ -3,7 +3,11 @@
 The leader keeps a monotonic deadline a little short of its lease's expiry and
 extends it only on a successful renewal. `fence()` answers from that deadline, so
 a leader that cannot renew (Redis down, process paused) stops starting runs before
-anyone else can hold the lease. Nothing here knows about Flask.
+its lease expires. A follower may still break the lease of a leader whose Redis
+connection vanished before then (that is what makes failover take a tenth of a
+second), so the deadline alone is not the guarantee: the database refuses the writes
+of a superseded fence (`fencing`), and `step_down()` ends such a term at once.
+Nothing here knows about Flask.
 """
 
 from __future__ import annotations
@@ -57,6 +61,25 @@ class Elector:
     def poke(self) -> None:
         """Campaign now (someone announced a release)."""
         self._poke.set()
+
+    def step_down(self, newer_fence: int) -> None:
+        """The database refused our fence: a newer leader exists. Stop leading now, and let
+        go of the lease if it is somehow still ours, so that leading again takes a new fence."""
+        term = self._term
+        if term is None or term[0] >= newer_fence:
+            return
+        self._term = None
+        logger.warning(
+            "Leadership lost (fence %d): fence %d is recorded in the database",
+            term[0],
+            newer_fence,
+            extra={"fence": term[0]},
+        )
+        self._on_change(None, "lost")
+        try:
+            self.lease.release()  # token-checked: a successor's lease is left alone
+        except Exception as exc:
+            logger.warning("Could not release the lease: %s", exc)
 
     def start(self) -> None:
         self._stopped.clear()

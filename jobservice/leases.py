@@ -175,8 +175,9 @@ class FileLease:
     here, under one mutex. The file holds "fence worker".
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fence_floor: Callable[[], int] = lambda: 0) -> None:
         self._path = path
+        self._fence_floor = fence_floor
         self._fd: int | None = None
         self._mutex = threading.Lock()
 
@@ -190,8 +191,13 @@ class FileLease:
             except OSError:
                 os.close(fd)
                 return None
+            try:
+                # Past every fence the database has seen (a cluster that used Redis before).
+                fence = max(self._read(fd)[0] or 0, self._fence_floor()) + 1
+            except Exception:
+                os.close(fd)  # without a fence we must not lead
+                raise
             self._fd = fd
-            fence = (self._read(fd)[0] or 0) + 1
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{fence} {worker_id()}\n".encode(), 0)
             os.fsync(fd)

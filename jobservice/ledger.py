@@ -10,13 +10,19 @@ A run is a row of `jobservice_runs`, unique on (job_id, trigger, scheduled_at).
 3. A claimed run that never started (its leader died or stepped down, or it is a
    run-now request nobody has claimed yet) is *adopted* by the current leader with
    the same compare-and-set; whichever of the two sets first wins, so it runs once.
+   The claim of a job's last fire keeps the job's definition (`job_state`): the store
+   deletes such a job once its fire is claimed, and the adopter still needs it.
+
+Claims, starts, adoptions and misses are fenced (see `fencing`): a leader whose fence
+was superseded cannot write any of them.
 """
 
 from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,12 +30,14 @@ from sqlalchemy import bindparam, exists, literal_column, or_, select, tuple_
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Insert
 
+from . import fencing
 from .identity import worker_id
-from .models import MANUAL, MISSED, MYSQL, RUNNING, JobRun, jobs_table, utcnow
+from .models import MANUAL, MISSED, MYSQL, RUNNING, SKIPPED, JobRun, jobs_table, utcnow
 
 runs = JobRun.__table__
-#: A claim of our own fence still unstarted after this long was left behind.
-LEFT_BEHIND_S = 10
+#: A claim of our own fence, unstarted this long and not in our executor, was left behind
+#: (a start that failed, a claim whose commit outcome was unknown): adopt it again.
+LEFT_BEHIND_S = 2
 #: A literal, not a bound parameter: PyMySQL's executemany cannot bind parameters that
 #: follow VALUES (in ON DUPLICATE KEY UPDATE), and rewrites to multi-row VALUES only without.
 PREVENTED_PLUS_ONE = runs.c.prevented + literal_column("1")
@@ -95,12 +103,21 @@ class RunLedger:
         self.engine = engine
 
     def claim(
-        self, keys: Sequence[RunKey], fence: int, status: str = RUNNING, error: str | None = None
+        self,
+        keys: Sequence[RunKey],
+        fence: int,
+        status: str = RUNNING,
+        error: str | None = None,
+        saved: Mapping[RunKey, bytes] | None = None,
     ) -> list[Claim]:
-        """Insert claims for these fire times; return the ones this call won."""
+        """Insert claims for these fire times; return the ones this call won.
+
+        `saved` holds the definitions of jobs whose last fire this is (kept with the claim).
+        """
         if not keys:
             return []
         token, now = new_token(), utcnow()
+        saved = saved or {}
         rows = [
             {
                 "job_id": key.job_id,
@@ -110,11 +127,12 @@ class RunLedger:
                 "claim": token,
                 "fence": fence,
                 "worker": worker_id(),
-                "finished_at": now if status == MISSED else None,
+                "finished_at": now if status in (MISSED, SKIPPED) else None,
                 "error": error,
                 "prevented": 0,
                 "created_at": now,
                 "updated_at": now,
+                "job_state": saved.get(key),
             }
             for key in keys
         ]
@@ -122,6 +140,7 @@ class RunLedger:
             # executemany, not one multi-row VALUES: SQLAlchemy would compile and cache
             # a new statement for every row count, megabytes each.
             conn.execute(_insert_or_count(conn.dialect.name), rows)
+            fencing.check(conn, fence)
         return self.claimed_by(token, fence)
 
     def claimed_by(self, token: str, fence: int) -> list[Claim]:
@@ -132,16 +151,25 @@ class RunLedger:
 
     def start_many(self, claims: Sequence[Claim]) -> dict[RunKey, datetime]:
         """Mark runs started where their claim still holds (and, for a scheduled run, the
-        job was not paused meanwhile by any process), in one transaction. Returns the
-        start time of each run this call started."""
-        if not claims:
-            return {}
+        job was not paused meanwhile by any process), one transaction per fence (one, but
+        for a process that led twice). Returns the start time of each run this call started;
+        FencedOut if a newer leader recorded its fence."""
+        by_fence: dict[int, list[Claim]] = defaultdict(list)
+        for claim in claims:
+            by_fence[claim.fence].append(claim)
+        started: dict[RunKey, datetime] = {}
+        for fence, group in sorted(by_fence.items()):
+            started.update(self._start(group, fence))
+        return started
+
+    def _start(self, claims: Sequence[Claim], fence: int) -> dict[RunKey, datetime]:
         started_at = utcnow()
         by_row = {(claim.run_id, claim.token): claim for claim in claims}
         ids = sorted({run_id for run_id, _ in by_row})
         params = {"ids": ids, "rows": list(by_row), "started_at": started_at, "worker": worker_id()}
         with self.engine.begin() as conn:
             matched = conn.execute(_START, params).rowcount
+            fencing.check(conn, fence)
             if matched == len(by_row):  # all of them, as almost always: no need to ask which
                 return {claim.key: started_at for claim in claims}
             rows = conn.execute(_STARTED_AT, {"ids": ids, "started_at": started_at}).all()
@@ -157,6 +185,7 @@ class RunLedger:
         )
         with self.engine.begin() as conn:
             conn.execute(update)
+            fencing.check(conn, claim.fence)
 
     def pending(self, fence: int, limit: int = 1000) -> list[tuple[RunKey, str | None]]:
         """Runs nobody started: requested (no claim), claimed under another fence, or
@@ -207,7 +236,18 @@ class RunLedger:
         )
         with self.engine.begin() as conn:
             conn.execute(update, params)
+            fencing.check(conn, fence)
         return self.claimed_by(token, fence)
+
+    def saved_jobs(self, run_ids: Sequence[int]) -> dict[int, bytes]:
+        """The job definitions kept with these claims (those of last fires)."""
+        if not run_ids:
+            return {}
+        query = select(runs.c.id, runs.c.job_state).where(
+            runs.c.id.in_(list(run_ids)), runs.c.job_state.is_not(None)
+        )
+        with self.engine.connect() as conn:
+            return {row.id: row.job_state for row in conn.execute(query)}
 
     def request_manual(self, job_id: str) -> RunKey:
         """Queue a run-now request; the leader adopts and runs it."""

@@ -4,7 +4,9 @@ Runs happen in whichever worker leads, while /metrics is answered by any worker,
 the per-process numbers go through prometheus_client's multi-process mode (each
 process writes its values to files in PROMETHEUS_MULTIPROC_DIR; a scrape sums
 them). The cluster's own numbers (jobs in the store, lease time left, last pass)
-are read at scrape time from the database and the lease.
+are read at scrape time from the database and the lease. During an outage the
+scrape still answers: what cannot be read is left out, and `jobservice_database_up`
+and `jobservice_redis_up` say why.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(DEFAULT_DIR)
 
+import redis  # noqa: E402
 from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -35,8 +38,10 @@ from prometheus_client import (  # noqa: E402
 )
 from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
 from prometheus_client.registry import Collector  # noqa: E402
+from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
 from .models import SCHEDULED, utcnow  # noqa: E402
+from .runs import overrunning_runs  # noqa: E402
 
 if TYPE_CHECKING:
     from .scheduler import JobService
@@ -58,6 +63,12 @@ RUN_LATENESS = Histogram(
 )
 CLAIMS_REFUSED = Counter(
     "jobservice_claims_refused", "Claims refused because the fire time was already claimed.", ["job_id"]
+)
+OVERRUNS = Counter(
+    "jobservice_overruns", "Runs flagged overrunning: still going past their job's interval.", ["job_id"]
+)
+DEAD_RUNS = Counter(
+    "jobservice_dead_runs", "Runs closed as failed because the process running them stopped beating."
 )
 LEADER = Gauge("jobservice_leader", "1 while this process leads, else 0.", multiprocess_mode="liveall")
 LEADERSHIP_CHANGES = Counter("jobservice_leadership_changes", "Changes of role in this process.", ["change"])
@@ -101,38 +112,69 @@ def claims_refused(job_id: str) -> None:
     _child(CLAIMS_REFUSED, job_id).inc()
 
 
+def run_overrunning(job_id: str) -> None:
+    _child(OVERRUNS, job_id).inc()
+
+
+def dead_run_closed() -> None:
+    DEAD_RUNS.inc()
+
+
 class ClusterCollector(Collector):
-    """Values that belong to the cluster, not to a process: read when scraped."""
+    """Values that belong to the cluster, not to a process: read when scraped, each source
+    on its own, so an outage of one leaves the others (and says so)."""
 
     def __init__(self, service: JobService) -> None:
         self.service = service
 
     def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("jobservice_jobs", "Jobs in the store.")
-        jobs.add_metric([], self.service.store.count())
-        yield jobs
-        state = self.service.cluster.snapshot()
-        paused = GaugeMetricFamily("jobservice_cluster_paused", "1 while processing is paused everywhere.")
-        paused.add_metric([], 1 if state["paused"] else 0)
-        yield paused
-        since = GaugeMetricFamily(
-            "jobservice_seconds_since_last_pass", "Seconds since the leader last processed due jobs."
+        yield from self._database()
+        yield from self._lease()
+
+    def _database(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("jobservice_database_up", "1 if this scrape could read the database, else 0.")
+        try:
+            count = self.service.store.count()
+            state = self.service.cluster.snapshot()
+            overrunning = len(overrunning_runs(self.service.engine))
+        except SQLAlchemyError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield _gauge("jobservice_jobs", "Jobs in the store.", count)
+        paused = 1 if state["paused"] else 0
+        yield _gauge("jobservice_cluster_paused", "1 while processing is paused everywhere.", paused)
+        since = None if state["last_pass_at"] is None else seconds_since(state["last_pass_at"])
+        yield _gauge(
+            "jobservice_seconds_since_last_pass", "Seconds since the leader last processed due jobs.", since
         )
-        if state["last_pass_at"] is not None:
-            since.add_metric([], seconds_since(state["last_pass_at"]))
-        yield since
+        yield _gauge("jobservice_runs_overrunning", "Runs going past their job's interval now.", overrunning)
+
+    def _lease(self) -> Iterator[Metric]:
+        if self.service.redis is not None:
+            try:
+                reachable = bool(self.service.redis.ping())
+            except (redis.RedisError, OSError):
+                reachable = False
+            yield _gauge("jobservice_redis_up", "1 if this scrape could reach Redis, else 0.", int(reachable))
         leader = self.service.leader()
-        fence = GaugeMetricFamily("jobservice_leader_fence", "Fencing number of the current leader.")
-        if leader is not None and leader.fence is not None:
-            fence.add_metric([], leader.fence)
-        yield fence
-        left = GaugeMetricFamily(
-            "jobservice_lease_seconds_left", "Seconds before the leader's lease expires."
+        fence = None if leader is None else leader.fence
+        yield _gauge("jobservice_leader_fence", "Fencing number of the current leader.", fence)
+        yield _gauge(
+            "jobservice_lease_seconds_left",
+            "Seconds before the leader's lease expires.",
+            self.service.lease_seconds_left(),
         )
-        seconds = self.service.lease_seconds_left()
-        if seconds is not None:
-            left.add_metric([], seconds)
-        yield left
+
+
+def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
+    """A gauge family with one sample, or none when the value is unknown."""
+    family = GaugeMetricFamily(name, documentation)
+    if value is not None:
+        family.add_metric([], value)
+    return family
 
 
 def seconds_since(moment: datetime) -> float:

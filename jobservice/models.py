@@ -31,9 +31,15 @@ MYSQL = ("mysql", "mariadb")
 #: collations would make "Report" and "report " the same key.
 MYSQL_TABLE_ARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
-# Run status values (DESIGN.md, "Every run").
-RUNNING, SUCCEEDED, FAILED, MISSED = "running", "succeeded", "failed", "missed"
-STATUSES = (RUNNING, SUCCEEDED, FAILED, MISSED)
+# Run status values (DESIGN.md, "Every run"). A run is `running`, and `overrunning` once it
+# outlasts its job's interval (or RUN_OVERRUN_SECONDS); it ends `succeeded` or `failed`. A fire
+# that never started is `missed` (too late, or its job was paused or removed first) or
+# `skipped` (max_instances runs of its job were still going).
+RUNNING, OVERRUNNING = "running", "overrunning"
+SUCCEEDED, FAILED, MISSED, SKIPPED = "succeeded", "failed", "missed", "skipped"
+STATUSES = (RUNNING, OVERRUNNING, SUCCEEDED, FAILED, MISSED, SKIPPED)
+#: A run in one of these has not ended.
+ACTIVE = (RUNNING, OVERRUNNING)
 # How a run came about.
 SCHEDULED, MANUAL = "scheduled", "manual"
 
@@ -87,6 +93,7 @@ class JobRun(db.Model):  # type: ignore[name-defined]
         UniqueConstraint("job_id", "trigger", "scheduled_at", name="uq_jobservice_runs_claim"),
         Index("ix_jobservice_runs_job_id_id", "job_id", "id"),
         Index("ix_jobservice_runs_status_started_at", "status", "started_at"),
+        Index("ix_jobservice_runs_status_finished_at", "status", "finished_at"),
         MYSQL_TABLE_ARGS,
     )
 
@@ -103,7 +110,11 @@ class JobRun(db.Model):  # type: ignore[name-defined]
     error = Column(Text().with_variant(mysql.MEDIUMTEXT(), *MYSQL))
     prevented = Column(Integer, nullable=False, default=0, server_default=text("0"))
     created_at = Column(UTCDateTime, nullable=False, default=utcnow)
+    #: Also the heartbeat of a run in progress: its process touches it every half lease.
     updated_at = Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
+    #: The job's definition (pickled, as in the job table), kept with the claim of its last
+    #: fire: the store deletes the job when that fire is claimed, and an adopter needs it.
+    job_state = Column(LargeBinary().with_variant(mysql.LONGBLOB(), *MYSQL))
 
 
 class ClusterState(db.Model):  # type: ignore[name-defined]
@@ -117,6 +128,8 @@ class ClusterState(db.Model):  # type: ignore[name-defined]
     paused = Column(Boolean, nullable=False, default=False)
     #: The highest fencing number handed out: a floor for the next one.
     fence = Column(BigInteger, nullable=False, default=0, server_default=text("0"))
+    #: When that fence was recorded: from then on the database refuses lower fences.
+    fence_at = Column(UTCDateTime)
     #: When the leader last finished a pass over due jobs.
     last_pass_at = Column(UTCDateTime)
     updated_at = Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.job import Job
 from flask_apscheduler.utils import job_to_dict
 
+from .jobstore import BrokenJob, Entry
 from .runs import last_runs
 
 if TYPE_CHECKING:
@@ -18,13 +19,27 @@ if TYPE_CHECKING:
 LAST_RUN_CHUNK = 1000
 
 
-def job_payloads(service: JobService, jobs: Sequence[Job]) -> list[dict[str, Any]]:
-    """Flask-APScheduler's job JSON, plus `last_run` (status and times, or null)."""
+def job_payloads(service: JobService, jobs: Sequence[Job | Entry]) -> list[dict[str, Any]]:
+    """Flask-APScheduler's job JSON, plus `last_run` (status and times, or null). A row
+    that cannot be read shows as its id, next run time and `error`."""
     latest: dict[str, dict[str, Any]] = {}
     ids = [job.id for job in jobs]
     for start in range(0, len(ids), LAST_RUN_CHUNK):
         latest.update(last_runs(service.engine, ids[start : start + LAST_RUN_CHUNK]))
-    return [{**job_to_dict(job), "last_run": latest.get(job.id)} for job in jobs]
+    return [{**_job_dict(job), "last_run": latest.get(job.id)} for job in jobs]
+
+
+def _job_dict(job: Job | BrokenJob) -> dict[str, Any]:
+    if isinstance(job, BrokenJob):
+        return _broken(job, job.error)
+    try:
+        return job_to_dict(job)
+    except Exception as exc:  # a trigger or argument of an older release's making
+        return _broken(job, f"{exc.__class__.__name__}: {exc}")
+
+
+def _broken(job: Job | BrokenJob, error: str) -> dict[str, Any]:
+    return {"id": job.id, "next_run_time": job.next_run_time, "error": f"this job cannot be read: {error}"}
 
 
 def dumps(data: Any, indent: int | None = None) -> str:

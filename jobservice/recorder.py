@@ -3,7 +3,9 @@
 A finished run is queued here and written with others in one transaction a few
 times a second, so a burst of short jobs costs a handful of commits, not one
 each. Nothing is dropped while the database is down: the queue is kept and
-retried (up to MAX_PENDING outcomes), and `stop()` flushes it.
+retried (up to MAX_PENDING outcomes), and `stop()` flushes it. An outcome only
+lands on a run that is still open: one the leader already closed (its heartbeat
+had stopped for longer than the bound) keeps that verdict.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, or_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from .ledger import Claim, runs
-from .models import MYSQL
+from .models import ACTIVE, MYSQL
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +111,8 @@ def _write(conn: Connection, batch: list[dict[str, Any]]) -> None:
 
 _OUTCOME = (
     runs.update()
-    .where(runs.c.id == bindparam("b_id"))
+    # Not IN with a list: an expanding IN cannot be part of an executemany.
+    .where(runs.c.id == bindparam("b_id"), or_(*(runs.c.status == status for status in ACTIVE)))
     .values(
         status=bindparam("b_status"),
         finished_at=bindparam("b_finished_at"),
@@ -141,9 +144,10 @@ def _update_join(conn: Connection, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         finished = row["finished_at"].astimezone(UTC).replace(tzinfo=None)
         params += (row["id"], row["status"], finished, row["error"])
+    active = ", ".join(f"'{status}'" for status in ACTIVE)
     conn.exec_driver_sql(
         f"UPDATE {runs.name} AS r JOIN ({values}) AS v ON r.id = v.id "
         "SET r.status = v.status, r.finished_at = v.finished_at, r.error = v.error, "
-        "r.updated_at = v.finished_at",
+        f"r.updated_at = v.finished_at WHERE r.status IN ({active})",
         tuple(params),
     )

@@ -11,7 +11,7 @@ from flask import current_app
 from sqlalchemy import Row, bindparam, delete, func, select
 from sqlalchemy.engine import Engine
 
-from .models import RUNNING, JobRun, utcnow
+from .models import ACTIVE, OVERRUNNING, SKIPPED, JobRun, utcnow
 
 runs = JobRun.__table__
 PURGE_BATCH = 5000
@@ -99,6 +99,35 @@ def as_dict(row: Row[Any]) -> dict[str, Any]:
     }
 
 
+#: Listed by /health as reasons for `degraded`, at most this many of each kind.
+MAX_REASONS = 20
+
+
+def overrunning_runs(engine: Engine, limit: int = MAX_REASONS) -> list[dict[str, Any]]:
+    """Runs going on past their job's interval (or RUN_OVERRUN_SECONDS), oldest first."""
+    query = (
+        select(runs.c.id, runs.c.job_id, runs.c.started_at, runs.c.worker)
+        .where(runs.c.status == OVERRUNNING)
+        .order_by(runs.c.started_at)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def recently_skipped(engine: Engine, since: datetime, limit: int = MAX_REASONS) -> dict[str, int]:
+    """Jobs with fires skipped since then (max_instances runs still going), and how many."""
+    query = (
+        select(runs.c.job_id, func.count())
+        .where(runs.c.status == SKIPPED, runs.c.finished_at >= since)
+        .group_by(runs.c.job_id)
+        .order_by(func.count().desc())
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return {job_id: count for job_id, count in conn.execute(query)}
+
+
 def run_counts(since: datetime, until: datetime | None = None) -> dict[str, int]:
     """How many runs scheduled in [since, until) ended in each status. Call inside an app context."""
     engine = current_app.extensions["jobservice"].engine
@@ -147,7 +176,7 @@ def _delete_in_batches(*conditions: Any) -> int:
     engine = current_app.extensions["jobservice"].engine
     total = 0
     while True:
-        ids = select(runs.c.id).where(*conditions, runs.c.status != RUNNING).limit(PURGE_BATCH)
+        ids = select(runs.c.id).where(*conditions, runs.c.status.not_in(ACTIVE)).limit(PURGE_BATCH)
         with engine.begin() as conn:
             batch = [row[0] for row in conn.execute(ids)]
             if not batch:

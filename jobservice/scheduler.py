@@ -33,11 +33,13 @@ from .database import check_schema, startup_lock
 from .declared import Reconciled, parse_declared, reconcile
 from .executor import AppContextExecutor
 from .extensions import db
+from .fencing import FencedOut
 from .jobdefs import JobRules
 from .jobstore import ClusterJobStore
 from .leadership import Elector
 from .leases import FileLease, LeaderInfo, Lease, RedisLease
 from .ledger import RunKey, RunLedger
+from .liveness import Heartbeat, Sweeper
 from .recorder import Recorder
 from .state import Cluster
 
@@ -45,6 +47,11 @@ logger = logging.getLogger(__name__)
 
 EXTENSION = "jobservice"
 MAX_WORKERS_LIMIT = 1000
+#: Processes touch their runs in progress this many times per lease...
+BEATS_PER_LEASE = 2
+#: ...and the leader closes a run whose heartbeat stopped for this many leases. More than
+#: the three leases of a frozen process the tests thaw, so a short freeze is survived.
+DEAD_AFTER_LEASES = 5
 
 
 class JobService:
@@ -69,11 +76,25 @@ class JobService:
             **parse_declared(self._builtin_rules(), [maintenance.DEFINITION], context),
         }
         self.max_workers = _max_workers(config.get("SCHEDULER_EXECUTORS") or {})
-        self.executor = AppContextExecutor(app, self.ledger, self.recorder, self.fence, self.max_workers)
+        beat_s = self.lease_s / BEATS_PER_LEASE
+        self.heartbeat = Heartbeat(engine, beat_s, metrics.run_overrunning)
+        self.executor = AppContextExecutor(
+            app,
+            self.ledger,
+            self.recorder,
+            self.heartbeat,
+            self.fence,
+            on_fenced_out=self._fenced_out,
+            max_workers=self.max_workers,
+            overrun_s=config.get("RUN_OVERRUN_SECONDS") or None,
+        )
         self._last_pass_recorded = 0.0
         self.scheduler = ClusterScheduler(
             ledger=self.ledger,
+            sweeper=Sweeper(engine, beat_s, DEAD_AFTER_LEASES * self.lease_s),
             fence=self.fence,
+            record_fence=self.cluster.record_fence,
+            on_fenced_out=self._fenced_out,
             cluster_paused=self.cluster.paused,
             on_pass=self._passed,
             idle_rescan_s=min(IDLE_RESCAN_S, self.lease_s),
@@ -189,6 +210,7 @@ class JobService:
             self.max_workers, thread_name_prefix="jobservice-job"
         )
         self.recorder = self.executor.recorder = Recorder(self.engine)
+        self.heartbeat.after_fork()
         self.started = False
         self.elector = None
         self.pid = os.getpid()
@@ -223,7 +245,7 @@ class JobService:
             else:
                 instance = Path(self.app.instance_path)
                 instance.mkdir(parents=True, exist_ok=True)
-                lease = FileLease(instance / f"leader-{cluster_id}.lock")
+                lease = FileLease(instance / f"leader-{cluster_id}.lock", self.cluster.fence_floor)
                 self._connections = (lease, FileBus(instance / f"events-{cluster_id}"))
         return self._connections
 
@@ -244,16 +266,18 @@ class JobService:
             self._last_pass_recorded = now
 
     def _on_role_change(self, fence: int | None, reason: str) -> None:
+        """Lead or stop leading. A new leader's first pass records its fence before it writes."""
         metrics.leadership_changed(fence, reason)
         if fence is None:
             if self.scheduler.state == STATE_RUNNING:
                 self.scheduler.pause()
             return
-        try:
-            self.cluster.record_fence(fence)
-        except SQLAlchemyError as exc:  # only the floor for a later Redis restart is late
-            logger.warning("Could not record fence %d: %s", fence, exc.__class__.__name__)
         self.scheduler.resume()
+
+    def _fenced_out(self, exc: FencedOut) -> None:
+        """The database refused our fence: a newer leader exists, so stop leading at once."""
+        if self.elector is not None:
+            self.elector.step_down(exc.recorded)
 
     def _on_message(self, message: str) -> None:
         if message == RELEASED:
@@ -264,7 +288,7 @@ class JobService:
 
     def _builtin_rules(self) -> JobRules:
         """The service's own jobs live outside JOB_PACKAGES and are declared only by it."""
-        return JobRules(("jobservice.maintenance",), self.timezone, executors=("default",))
+        return JobRules(("jobservice.maintenance",), self.timezone, executors=("default",), service_jobs=True)
 
     @staticmethod
     def _declared_context(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from . import fencing
 from .models import ClusterState, utcnow
 
 state = ClusterState.__table__
@@ -34,15 +35,12 @@ class Cluster:
         return self._cluster_id
 
     def fence_floor(self) -> int:
-        """The highest fencing number any leader of this cluster has had."""
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(state.c.fence).where(state.c.id == ROW_ID)).scalar_one())
+        """The highest fencing number any leader of this cluster has recorded."""
+        return fencing.recorded_fence(self.engine)
 
     def record_fence(self, fence: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                state.update().where(state.c.id == ROW_ID, state.c.fence < fence).values(fence=fence)
-            )
+        """Record a new leader's fence (FencedOut if a newer one is recorded already)."""
+        fencing.record(self.engine, fence)
 
     def record_pass(self) -> None:
         """The leader finished a pass (it calls this at most every half lease)."""

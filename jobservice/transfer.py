@@ -17,8 +17,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from flask_apscheduler.utils import trigger_to_dict
 
-from . import maintenance
 from .errors import InvalidJob
+from .jobdefs import SERVICE_JOB_PREFIX
+from .jobstore import BrokenJob
 from .models import utcnow
 
 if TYPE_CHECKING:
@@ -46,14 +47,19 @@ class ImportRefused(Exception):
 
 
 def export_jobs(service: JobService) -> dict[str, Any]:
-    """Every job (but the service's own) as definitions the API accepts."""
-    jobs = [definition(job, service) for job in service.store.get_all_jobs() if job.id != maintenance.JOB_ID]
-    return {
+    """Every job (but the service's own) as definitions the API accepts; rows that cannot
+    be read are listed under `unreadable` with their error instead."""
+    entries = [entry for entry in service.store.entries() if not entry.id.startswith(SERVICE_JOB_PREFIX)]
+    document: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "exported_at": utcnow().isoformat(),
         "timezone": str(service.timezone),
-        "jobs": jobs,
+        "jobs": [definition(entry, service) for entry in entries if not isinstance(entry, BrokenJob)],
     }
+    unreadable = [{"id": e.id, "error": e.error} for e in entries if isinstance(e, BrokenJob)]
+    if unreadable:
+        document["unreadable"] = unreadable
+    return document
 
 
 def definition(job: Job, service: JobService) -> dict[str, Any]:
@@ -97,7 +103,7 @@ def import_jobs(service: JobService, document: object, replace: bool = False) ->
             continue
         if spec["id"] in seen:
             errors.append(JobError(index, spec["id"], "id", f"id {spec['id']!r} appears twice in the file"))
-        elif not replace and service.store.lookup_job(spec["id"]) is not None:
+        elif not replace and service.store.lookup_entry(spec["id"]) is not None:
             errors.append(JobError(index, spec["id"], "id", f"Job {spec['id']} already exists."))
         seen.add(spec["id"])
         specs.append(spec)
@@ -106,7 +112,7 @@ def import_jobs(service: JobService, document: object, replace: bool = False) ->
     try:
         service.scheduler.add_jobs(specs, replace=replace)
     except ConflictingIdError:  # added by someone else since the check: say which
-        taken = [(i, s["id"]) for i, s in enumerate(specs) if service.store.lookup_job(s["id"]) is not None]
+        taken = [(i, s["id"]) for i, s in enumerate(specs) if service.store.lookup_entry(s["id"]) is not None]
         raise ImportRefused(
             [JobError(i, job_id, "id", f"Job {job_id} already exists.") for i, job_id in taken], len(jobs)
         ) from None

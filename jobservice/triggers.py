@@ -1,15 +1,20 @@
 """Trigger fields from JSON (or config.py) to APScheduler triggers, with errors naming the field.
 
 APScheduler accepts some bad values silently (an interval of zero becomes one
-second); these checks refuse them before a trigger is built.
+second, `mon-sun-fri` becomes `mon-sun`, Feb 30 never fires); these checks refuse
+them before a trigger is built, and refuse what could not be stored and read back:
+dates outside MIN_DATE..MAX_DATE (the job table keeps float timestamps, and a date
+near year 10000 rounds or shifts past what Python's datetime holds), intervals and
+jitters that overflow, and triggers that would never fire.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import zoneinfo
 from collections.abc import Mapping
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
@@ -28,11 +33,19 @@ TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {
 }
 ALL_TRIGGER_FIELDS = frozenset(f for fields in TRIGGER_FIELDS.values() for f in fields)
 ISO_EXAMPLE = "2026-11-24T09:30:00+00:00"
+#: The dates a job may name, in UTC: a day short of year 10000 leaves room for every offset.
+MIN_DATE = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_DATE = datetime(9999, 12, 30, tzinfo=UTC)
+DATE_RANGE = f"between {MIN_DATE:%Y-%m-%d} and {MAX_DATE:%Y-%m-%d} (UTC)"
+MAX_INTERVAL = timedelta(days=36500)
+MAX_JITTER_S = 7 * 86400
+#: How APScheduler splits a cron field into expressions.
+CRON_SEPARATOR = re.compile(r" *, *")
 
 
 def build_trigger(name: object, fields: Mapping[str, Any], default_tz: tzinfo) -> BaseTrigger:
     """Build the named trigger from its fields; InvalidJob names the first bad one."""
-    if name not in TRIGGER_FIELDS:
+    if not isinstance(name, str) or name not in TRIGGER_FIELDS:
         raise InvalidJob("trigger", "trigger must be one of: cron, interval, date")
     for field in fields:
         if field not in TRIGGER_FIELDS[name]:
@@ -50,9 +63,30 @@ def build_trigger(name: object, fields: Mapping[str, Any], default_tz: tzinfo) -
     if name == "date":
         return DateTrigger(run_date=dates.get("run_date"), timezone=tz)
     jitter = _jitter(fields.get("jitter"))
-    if name == "interval":
-        return _interval(fields, dates, tz, jitter)
-    return _cron(fields, dates, tz, jitter)
+    trigger = _interval(fields, dates, tz, jitter) if name == "interval" else _cron(fields, dates, tz, jitter)
+    _check_fires(trigger, dates)
+    return trigger
+
+
+def _check_fires(trigger: BaseTrigger, dates: Mapping[str, datetime]) -> None:
+    """Refuse a recurring trigger with no fire time left (APScheduler would store it with
+    next_run_time null, which looks paused, and never run it)."""
+    now = datetime.now(UTC)
+    try:
+        first = trigger.get_next_fire_time(None, now)
+    except (OverflowError, ValueError):
+        first = MAX_DATE
+    if first is None:
+        end = dates.get("end_date")
+        if end is not None and end <= now:
+            raise InvalidJob("end_date", f"end_date {end.isoformat()} has passed: the trigger would not fire")
+        raise InvalidJob(
+            "trigger",
+            "no date from now on matches these fields (such as month 2 with day 30, or a year "
+            "that has passed): the trigger would never fire",
+        )
+    if first >= MAX_DATE:
+        raise InvalidJob("trigger", f"the trigger's first fire time must be {DATE_RANGE}")
 
 
 def parse_datetime(field: str, value: object, tz: tzinfo) -> datetime:
@@ -66,7 +100,15 @@ def parse_datetime(field: str, value: object, tz: tzinfo) -> datetime:
             raise InvalidJob(field, f"{field} must be an ISO 8601 date-time such as {ISO_EXAMPLE}") from None
     else:
         raise InvalidJob(field, f"{field} must be an ISO 8601 date-time string such as {ISO_EXAMPLE}")
-    return parsed.replace(tzinfo=tz) if parsed.tzinfo is None else parsed
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    try:
+        in_range = MIN_DATE <= parsed.astimezone(UTC) < MAX_DATE
+    except (OverflowError, ValueError):
+        in_range = False
+    if not in_range:
+        raise InvalidJob(field, f"{field} must be {DATE_RANGE}")
+    return parsed
 
 
 def _timezone(value: object) -> tzinfo:
@@ -89,8 +131,8 @@ def _number(field: str, value: object) -> float:
 def _jitter(value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidJob("jitter", "jitter must be a whole number of seconds, 0 or more")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_JITTER_S:
+        raise InvalidJob("jitter", f"jitter must be a whole number of seconds from 0 to {MAX_JITTER_S}")
     return value
 
 
@@ -108,13 +150,18 @@ def _interval(
         raise InvalidJob(
             field, "the interval must be longer than zero: give weeks, days, hours, minutes or seconds"
         )
-    return IntervalTrigger(
-        **amounts,
-        start_date=dates.get("start_date"),
-        end_date=dates.get("end_date"),
-        timezone=tz,
-        jitter=jitter,
-    )
+    if length > MAX_INTERVAL:
+        raise InvalidJob(field, f"the interval must be at most {MAX_INTERVAL.days} days")
+    try:
+        return IntervalTrigger(
+            **amounts,
+            start_date=dates.get("start_date"),
+            end_date=dates.get("end_date"),
+            timezone=tz,
+            jitter=jitter,
+        )
+    except OverflowError:  # the first fire time (start + interval) is beyond what a date holds
+        raise InvalidJob(field, f"the first fire time must be {DATE_RANGE}") from None
 
 
 def _cron(
@@ -131,6 +178,7 @@ def _cron(
             CronTrigger(**{field: value}, timezone=tz)
         except ValueError as exc:
             raise InvalidJob(field, f"{field}: {exc}") from None
+        _whole_expressions(field, value)
         values[field] = value
     try:
         return CronTrigger(
@@ -142,3 +190,12 @@ def _cron(
         )
     except ValueError as exc:
         raise InvalidJob("trigger", f"cron trigger: {exc}") from None
+
+
+def _whole_expressions(field: str, value: int | str) -> None:
+    """APScheduler reads a cron expression by its start and ignores the rest ("mon-sun-fri"
+    is stored as "mon-sun"); refuse any expression it would not read whole."""
+    compilers = CronTrigger.FIELDS_MAP[field].COMPILERS
+    for part in CRON_SEPARATOR.split(str(value).strip()):
+        if not any(compiler.value_re.fullmatch(part) for compiler in compilers):
+            raise InvalidJob(field, f"{field}: {part!r} is not a whole cron expression")

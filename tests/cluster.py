@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pymysql
+from sqlalchemy import create_engine, select
+
 import config
+from tests import jobfuncs
+from tests.conftest import wait_for
+from tests.netproxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -197,3 +203,151 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(timeout=10)
         self.proc = None
+
+
+@dataclass
+class PrivateMariaDB:
+    """A mariadbd of the test's own (its own data directory, port and socket), so a test can
+    stop the database under the service and start it again. Stopped only by its own pid."""
+
+    work_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/jobservice"
+
+    def install(self) -> PrivateMariaDB:
+        data = self.work_dir / "data"
+        argv = [shutil.which("mariadb-install-db") or "mariadb-install-db", "--no-defaults"]
+        argv += [f"--datadir={data}", "--auth-root-authentication-method=normal", "--skip-test-db"]
+        subprocess.run([*argv, "--user=root"], check=True, capture_output=True, timeout=120)
+        self.start()
+        with pymysql.connect(host="127.0.0.1", port=self.port, user="root") as conn, conn.cursor() as cur:
+            cur.execute("CREATE DATABASE jobservice CHARACTER SET utf8mb4")
+        return self
+
+    def start(self) -> None:
+        argv = ["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={self.work_dir / 'data'}"]
+        argv += [f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.work_dir / 'sock'}"]
+        argv += ["--user=root", "--skip-log-bin", "--innodb-buffer-pool-size=64M", "--max-connections=500"]
+        log = open(self.work_dir / "mariadbd.log", "ab")  # noqa: SIM115 (the server keeps writing to it)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"mariadbd exited: {(self.work_dir / 'mariadbd.log').read_text()[-2000:]}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("mariadbd did not start")
+
+    def kill(self) -> None:
+        """Stop it at once (SIGKILL), as a crash or a pulled plug would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self.proc = None
+
+
+class Cluster:
+    """Hosts started by one test on one database, and what their jobs wrote.
+
+    With `redis_target` each host reaches Redis through a TCP proxy of its own, so a test can
+    cut one host off Redis (a partition) or all of them. With `probe_url` the probe job writes
+    into that database instead, which stays up while a test breaks the service's own.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        redis_url: str | None,
+        log_dir: Path,
+        redis_target: tuple[str, int] | None = None,
+        probe_url: str | None = None,
+    ) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.redis_target = redis_target
+        self.probe_url = probe_url
+        self.log_dir = log_dir
+        self.hosts: list[Server] = []
+        self.proxies: dict[str, TcpProxy] = {}
+        self.engine = create_engine(database_url)
+        self.probe_engine = create_engine(probe_url) if probe_url else self.engine
+        jobfuncs.metadata.create_all(self.probe_engine)
+
+    def host(self, workers: int = 3, wait: bool = True, **env: str) -> Server:
+        name = f"host{len(self.hosts) + 1}"
+        redis_url = self.redis_url
+        if self.redis_target is not None:
+            proxy = self.proxies[name] = TcpProxy(*self.redis_target)
+            redis_url = f"redis://127.0.0.1:{proxy.port}/0"
+        if self.probe_url is not None:
+            env = {"PROBE_DATABASE_URL": self.probe_url, **env}
+        server = gunicorn(name, server_env(self.database_url, redis_url, **env), self.log_dir, workers)
+        self.hosts.append(server.start())
+        if wait:
+            server.wait_ready()
+        return server
+
+    def fires(self, job_id: str = "tick") -> list[Any]:
+        query = (
+            select(jobfuncs.fires)
+            .where(jobfuncs.fires.c.job_id == job_id)
+            .order_by(jobfuncs.fires.c.started_at)
+        )
+        with self.probe_engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def all_fires(self) -> list[Any]:
+        with self.probe_engine.connect() as conn:
+            return list(conn.execute(select(jobfuncs.fires).order_by(jobfuncs.fires.c.id)))
+
+    def leader(self) -> tuple[Server, int]:
+        """The host whose worker leads, and that worker's pid (from /health)."""
+
+        def find() -> tuple[Server, int] | None:
+            for host in self.hosts:
+                if host.proc is None or host.proc.poll() is not None:
+                    continue
+                try:
+                    status, body = host.get("/health")
+                except OSError:
+                    continue
+                if status == 200 and body.get("leader"):
+                    pid = int(body["leader"].rsplit(":", 1)[1])
+                    for candidate in self.hosts:
+                        if pid in candidate.children():
+                            return candidate, pid
+            return None
+
+        return wait_for(find, timeout_s=15)
+
+    def leaders_seen(self, host: Server, requests: int = 12) -> set[str]:
+        """The leader as reported by whichever workers answer these requests."""
+        return {host.get("/scheduler")[1]["leader"] for _ in range(requests)}
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.stop()
+        for proxy in self.proxies.values():
+            proxy.close()
+        self.engine.dispose()
+        self.probe_engine.dispose()

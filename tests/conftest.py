@@ -6,6 +6,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ os.environ["JOBSERVICE_ENV"] = "testing"
 
 from jobservice import create_app  # noqa: E402
 from jobservice.extensions import db  # noqa: E402
+from jobservice.models import JobRun  # noqa: E402
 from tests import jobfuncs  # noqa: E402
 from tests.netproxy import TcpProxy  # noqa: E402
 
@@ -158,14 +160,36 @@ def client(app: Flask) -> Any:
     return app.test_client()
 
 
-@pytest.fixture
-def fires(app: Flask) -> Callable[[], list[Any]]:
-    """Create the jobs' own table; returns a function reading what they wrote."""
+# Apps that lead, and what their runs did ----------------------------------------------
+
+
+def leading_app(make_app: Callable[..., Flask], **overrides: Any) -> Flask:
+    """An app that joins the election (it is alone, so it leads) with the jobs' table ready."""
+    app = make_app(SCHEDULER_AUTOSTART=True, **overrides)
     with app.app_context():
         jobfuncs.metadata.create_all(db.engine)
+    wait_for(lambda: app.extensions["jobservice"].role == "leader")
+    return app
 
-    def read() -> list[Any]:
-        with app.app_context(), db.engine.connect() as conn:
-            return list(conn.execute(select(jobfuncs.fires).order_by(jobfuncs.fires.c.id)))
 
-    return read
+def fires(app: Flask) -> list[Any]:
+    with app.app_context(), db.engine.connect() as conn:
+        return list(conn.execute(select(jobfuncs.fires).order_by(jobfuncs.fires.c.id)))
+
+
+def runs(app: Flask, job_id: str) -> list[JobRun]:
+    with app.app_context():
+        query = select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.id)
+        return list(db.session.execute(query).scalars())
+
+
+def finished_runs(app: Flask, job_id: str, count: int = 1) -> list[JobRun]:
+    def done() -> list[JobRun] | None:
+        rows = [r for r in runs(app, job_id) if r.status not in ("running", "overrunning")]
+        return rows if len(rows) >= count else None
+
+    return wait_for(done)
+
+
+def soon(seconds: float = 0.3) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()

@@ -7,10 +7,12 @@ assertions are made on data the jobs wrote, not on logs.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from flask import current_app, g
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine, insert
+from sqlalchemy.engine import Engine
 
 from jobservice.extensions import db
 from jobservice.models import UTCDateTime, utcnow
@@ -49,6 +51,40 @@ def record(note: str = "") -> None:
     db.session.commit()
 
 
+_probe_engines: dict[str, Engine] = {}
+_probe_lock = threading.Lock()
+
+
+def probe(note: str = "") -> None:
+    """Write this run into `test_fires` of PROBE_DATABASE_URL: a database of the fault tests'
+    own, which stays up while they break the service's database, so every start is counted."""
+    url = os.environ["PROBE_DATABASE_URL"]
+    with _probe_lock:
+        engine = _probe_engines.get(url)
+        if engine is None:
+            engine = _probe_engines[url] = create_engine(url, pool_size=30, max_overflow=10)
+    run = g.jobservice_run
+    with engine.begin() as conn:
+        conn.execute(
+            insert(fires).values(
+                job_id=run.job_id,
+                scheduled_at=run.scheduled_at,
+                started_at=utcnow(),
+                trigger=run.trigger,
+                fence=run.fence,
+                pid=os.getpid(),
+                note=note,
+            )
+        )
+
+
+def slow_probe(seconds: float) -> None:
+    """`slow`, written to the probe database."""
+    probe("start")
+    time.sleep(seconds)
+    probe("end")
+
+
 def record_config(key: str) -> None:
     """Read a setting through current_app and store it: proves the app context is pushed."""
     record(str(current_app.config[key]))
@@ -59,6 +95,16 @@ def slow(seconds: float) -> None:
     record("start")
     time.sleep(seconds)
     record("end")
+
+
+#: Released by the test that started `hang(tag)` (a job that does not return until then).
+RELEASE: dict[str, threading.Event] = {}
+
+
+def hang(tag: str) -> None:
+    """Record the start, then hang until the test releases `tag` (at most a minute)."""
+    record("start")
+    RELEASE.setdefault(tag, threading.Event()).wait(60)
 
 
 def fail(message: str = "boom") -> None:

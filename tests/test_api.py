@@ -204,12 +204,21 @@ def job(**fields: Any) -> dict[str, Any]:
     return {"id": "new", "func": NOOP, **INTERVAL, **fields}
 
 
+def date_job(run_date: str) -> dict[str, Any]:
+    return {"id": "new", "func": NOOP, "trigger": "date", "run_date": run_date}
+
+
+def cron_job(**fields: Any) -> dict[str, Any]:
+    return {"id": "new", "func": NOOP, "trigger": "cron", **fields}
+
+
 def without(key: str) -> dict[str, Any]:
     body = job()
     body.pop(key)
     return body
 
 
+# fmt: off
 BAD_REQUESTS: list[tuple[str, str, str, Any, int, str | None]] = [
     # (case, method, path, body, status, field the message must name)
     ("not-json", "POST", "/scheduler/jobs", b"{not json", 400, None),
@@ -361,7 +370,40 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, int, str | None]] = [
     ("offset-negative", "GET", "/scheduler/jobs?offset=-1", None, 400, "offset"),
     ("shutdown-bad-body", "POST", "/scheduler/shutdown", {"wait": "later"}, 400, "wait"),
     ("body-too-large", "POST", "/scheduler/jobs", job(args=["x" * (2 * 1024 * 1024)]), 413, None),
+    # What could not be stored and read back, or would never fire, or was silently changed.
+    ("run-date-year-10000-rounding", "POST", "/scheduler/jobs", date_job("9999-12-31T23:59:59.999999+00:00"), 400, "run_date"),
+    ("run-date-offset-past-9999", "POST", "/scheduler/jobs", date_job("9999-12-31T23:59:59-14:00"), 400, "run_date"),
+    ("run-date-before-1970", "POST", "/scheduler/jobs", date_job("1969-12-31T23:59:59+00:00"), 400, "run_date"),
+    ("start-date-year-9999", "POST", "/scheduler/jobs", job(start_date="9999-12-31T12:00:00"), 400, "start_date"),
+    ("interval-seconds-1e12", "POST", "/scheduler/jobs", {**without("hours"), "seconds": 1e12}, 400, "seconds"),
+    ("interval-days-99999999", "POST", "/scheduler/jobs", {**without("hours"), "days": 99999999}, 400, "days"),
+    ("interval-weeks-overflow", "POST", "/scheduler/jobs", {**without("hours"), "weeks": 10**12}, 400, "weeks"),
+    ("interval-end-date-passed", "POST", "/scheduler/jobs", job(end_date="2020-01-01T00:00:00"), 400, "end_date"),
+    ("jitter-overflow", "POST", "/scheduler/jobs", job(jitter=10**15), 400, "jitter"),
+    ("misfire-overflow", "POST", "/scheduler/jobs", job(misfire_grace_time=10**18), 400, "misfire_grace_time"),
+    ("trigger-a-list", "POST", "/scheduler/jobs", {**without("hours"), "trigger": [1]}, 400, "trigger"),
+    ("trigger-type-a-list", "POST", "/scheduler/jobs", {"id": "new", "func": NOOP, "trigger": {"type": [1]}}, 400, "trigger"),
+    ("trigger-an-object-in-an-object", "POST", "/scheduler/jobs", {"id": "new", "func": NOOP, "trigger": {"type": {}}}, 400, "trigger"),
+    ("cron-dow-partly-read", "POST", "/scheduler/jobs", cron_job(day_of_week="mon-sun-fri"), 400, "day_of_week"),
+    ("cron-day-partly-read", "POST", "/scheduler/jobs", cron_job(day="lastx"), 400, "day"),
+    ("cron-feb-30", "POST", "/scheduler/jobs", cron_job(month=2, day=30), 400, "trigger"),
+    ("cron-year-passed", "POST", "/scheduler/jobs", cron_job(year=2020), 400, "trigger"),
+    ("cron-end-date-passed", "POST", "/scheduler/jobs", cron_job(hour=1, end_date="2020-01-01T00:00:00"), 400, "end_date"),
+    ("cron-beyond-9999", "POST", "/scheduler/jobs", cron_job(year=9999, month=12, day=31, timezone="Etc/GMT+12"), 400, "trigger"),
+    ("id-dot", "POST", "/scheduler/jobs", job(id="."), 400, "id"),
+    ("id-dot-dot", "POST", "/scheduler/jobs", job(id=".."), 400, "id"),
+    ("id-percent-escape", "POST", "/scheduler/jobs", job(id="a%2Fb"), 400, "id"),
+    ("id-question-mark", "POST", "/scheduler/jobs", job(id="a?b"), 400, "id"),
+    ("id-hash", "POST", "/scheduler/jobs", job(id="a#b"), 400, "id"),
+    ("id-backslash", "POST", "/scheduler/jobs", job(id="a\\b"), 400, "id"),
+    ("id-service-prefix", "POST", "/scheduler/jobs", job(id="jobservice-mine"), 400, "id"),
+    ("patch-trigger-never-fires", "PATCH", "/scheduler/jobs/existing", {"trigger": "cron", "month": 2, "day": 31}, 400, "trigger"),
+    ("patch-date-beyond-9999", "PATCH", "/scheduler/jobs/existing", {"trigger": "date", "run_date": "9999-12-31T23:59:59.999999Z"}, 400, "run_date"),
+    # The service's own jobs: paused and resumed, never changed or removed.
+    ("delete-service-job", "DELETE", "/scheduler/jobs/jobservice-maintenance", None, 403, None),
+    ("patch-service-job", "PATCH", "/scheduler/jobs/jobservice-maintenance", {"name": "mine now"}, 403, None),
 ]
+# fmt: on
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mariadb"])
@@ -374,6 +416,8 @@ def shared_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         database = new_mariadb_database()
         url = f"mysql+pymysql://root@127.0.0.1:3306/{database}"
     app = create_app(settings(url))
+    with app.app_context():
+        app.extensions["jobservice"].reconcile()  # declares jobservice-maintenance, as a server would
     app.test_client().post("/scheduler/jobs", json=job(id="existing"))
     yield app
     close_app(app)
@@ -431,3 +475,38 @@ def test_wrong_and_missing_token_are_401_and_change_nothing(shared_app: Flask) -
         assert snapshot(shared_app) == before
     finally:
         shared_app.config["SCHEDULER_API_TOKEN"] = None
+
+
+# Bodies a cross-site form could send ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content_type", "data"),
+    [
+        ("POST", "/scheduler/jobs", "text/plain", json.dumps(job(id="plain"))),
+        ("POST", "/scheduler/jobs", "application/x-www-form-urlencoded", "id=formed"),
+        ("POST", "/scheduler/jobs", "multipart/form-data; boundary=x", "--x--"),
+        ("PATCH", "/scheduler/jobs/existing", "text/plain", json.dumps({"name": "changed"})),
+        ("POST", "/scheduler/jobs/existing/pause", "application/x-www-form-urlencoded", ""),
+        ("POST", "/scheduler/jobs/existing/run", "text/plain", ""),
+        ("POST", "/scheduler/pause", "multipart/form-data; boundary=x", "--x--"),
+        ("DELETE", "/scheduler/jobs/existing", "text/plain", ""),
+        ("POST", "/scheduler/jobs", "application/xml", "<job/>"),
+    ],
+)
+def test_a_body_that_is_not_json_is_415_and_changes_nothing(
+    shared_app: Flask, method: str, path: str, content_type: str, data: str
+) -> None:
+    client = shared_app.test_client()
+    before = snapshot(shared_app)
+    response = client.open(path, method=method, data=data, content_type=content_type)
+    assert response.status_code == 415, response.get_data(as_text=True)[:300]
+    assert response.is_json and "application/json" in response.json["error_message"]
+    assert snapshot(shared_app) == before
+
+
+def test_body_less_actions_need_no_content_type(client: FlaskClient) -> None:
+    """Flask-APScheduler clients POST actions with no body and no type (requests.post(url))."""
+    add(client, "bare")
+    assert client.post("/scheduler/jobs/bare/pause").status_code == 200
+    assert client.post("/scheduler/jobs/bare/resume", content_type="application/json").status_code == 200

@@ -14,8 +14,7 @@ import pytest
 from click.testing import Result
 from flask import Flask
 
-from tests.conftest import wait_for
-from tests.test_executor import finished_runs, leading_app
+from tests.conftest import finished_runs, leading_app, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = {"id": "nightly", "func": "tests.jobfuncs:noop", "trigger": "cron", "hour": 2, "minute": 30}

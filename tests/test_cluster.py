@@ -18,70 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
 
-from tests import jobfuncs
-from tests.cluster import RedisServer, Server, free_port, gunicorn, server_env
+from tests.cluster import Cluster, RedisServer, Server, free_port
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.processes
 
 LEASE_S = 2.0
 EVERY_SECOND = {"id": "tick", "func": "tests.jobfuncs:record", "trigger": "interval", "seconds": 1}
-
-
-class Cluster:
-    """Hosts started by one test on one database, and what their jobs wrote."""
-
-    def __init__(self, database_url: str, redis_url: str | None, log_dir: Path) -> None:
-        self.database_url = database_url
-        self.redis_url = redis_url
-        self.log_dir = log_dir
-        self.hosts: list[Server] = []
-        self.engine = create_engine(database_url)
-        jobfuncs.metadata.create_all(self.engine)
-
-    def host(self, workers: int = 3, **env: str) -> Server:
-        name = f"host{len(self.hosts) + 1}"
-        server = gunicorn(name, server_env(self.database_url, self.redis_url, **env), self.log_dir, workers)
-        self.hosts.append(server.start())
-        server.wait_ready()
-        return server
-
-    def fires(self, job_id: str = "tick") -> list[Any]:
-        query = (
-            select(jobfuncs.fires)
-            .where(jobfuncs.fires.c.job_id == job_id)
-            .order_by(jobfuncs.fires.c.started_at)
-        )
-        with self.engine.connect() as conn:
-            return list(conn.execute(query))
-
-    def leader(self) -> tuple[Server, int]:
-        """The host whose worker leads, and that worker's pid (from /health)."""
-
-        def find() -> tuple[Server, int] | None:
-            for host in self.hosts:
-                if host.proc is None or host.proc.poll() is not None:
-                    continue
-                status, body = host.get("/health")
-                if status == 200 and body["leader"]:
-                    pid = int(body["leader"].rsplit(":", 1)[1])
-                    for candidate in self.hosts:
-                        if pid in candidate.children():
-                            return candidate, pid
-            return None
-
-        return wait_for(find, timeout_s=15)
-
-    def leaders_seen(self, host: Server, requests: int = 12) -> set[str]:
-        """The leader as reported by whichever workers answer these requests."""
-        return {host.get("/scheduler")[1]["leader"] for _ in range(requests)}
-
-    def close(self) -> None:
-        for host in self.hosts:
-            host.stop()
-        self.engine.dispose()
 
 
 @pytest.fixture

@@ -4,49 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from flask import Flask, g, has_app_context
-from sqlalchemy import select
 
-from jobservice.extensions import db
 from jobservice.identity import worker_id
-from jobservice.models import JobRun
-from tests import jobfuncs
-from tests.conftest import wait_for
-
-
-def leading_app(make_app: Callable[..., Flask], **overrides: Any) -> Flask:
-    """An app that joins the election (it is alone, so it leads) with the jobs' table ready."""
-    app = make_app(SCHEDULER_AUTOSTART=True, **overrides)
-    with app.app_context():
-        jobfuncs.metadata.create_all(db.engine)
-    wait_for(lambda: app.extensions["jobservice"].role == "leader")
-    return app
-
-
-def fires(app: Flask) -> list[Any]:
-    with app.app_context(), db.engine.connect() as conn:
-        return list(conn.execute(select(jobfuncs.fires).order_by(jobfuncs.fires.c.id)))
-
-
-def runs(app: Flask, job_id: str) -> list[JobRun]:
-    with app.app_context():
-        query = select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.id)
-        return list(db.session.execute(query).scalars())
-
-
-def finished_runs(app: Flask, job_id: str, count: int = 1) -> list[JobRun]:
-    def done() -> list[JobRun] | None:
-        rows = [r for r in runs(app, job_id) if r.status != "running"]
-        return rows if len(rows) >= count else None
-
-    return wait_for(done)
-
-
-def soon(seconds: float = 0.3) -> str:
-    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+from tests.conftest import finished_runs, fires, leading_app, runs, soon, wait_for
 
 
 def test_job_reads_config_and_writes_the_database_and_succeeds(make_app: Callable[..., Flask]) -> None:
@@ -139,7 +102,7 @@ def test_max_instances_skips_overlapping_runs(make_app: Callable[..., Flask]) ->
     app = leading_app(make_app)
     body = {"id": "busy", "func": "tests.jobfuncs:slow", "args": [2.5], "trigger": "interval", "seconds": 1}
     app.test_client().post("/scheduler/jobs", json=body)
-    skipped = wait_for(lambda: [r for r in runs(app, "busy") if r.status == "missed"], timeout_s=10)
+    skipped = wait_for(lambda: [r for r in runs(app, "busy") if r.status == "skipped"], timeout_s=10)
     assert "instance" in skipped[0].error
     app.test_client().post("/scheduler/jobs/busy/pause")
     rows = fires(app)

@@ -334,13 +334,13 @@ def test_fire_time_inside_a_failover_runs_once(
         store = first_service.store
         advance = store.advance
 
-        def advance_then_die(moves: Any) -> None:
+        def advance_then_die(moves: Any, fence: int) -> None:
             if len(seen_first) >= 2 and not died.is_set():
                 died.set()
                 first_service.elector._stopped.set()  # stops renewing: it is gone
                 first_service.elector._term = None
                 raise SystemExit("the process dies before saving the next run time")
-            advance(moves)
+            advance(moves, fence)
 
         store.advance = advance_then_die  # type: ignore[method-assign]
         wait_for(died.is_set, timeout_s=10)

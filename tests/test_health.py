@@ -73,3 +73,26 @@ def test_health_is_degraded_when_the_leader_stops_passing(make_app: Callable[...
     app.extensions["jobservice"].scheduler.stop_processing()  # leads, but no longer passes
     body = wait_for(lambda: (b := client.get("/health").json)["status"] == "degraded" and b, timeout_s=5)
     assert body["role"] == "leader" and body["seconds_since_last_pass"] > 1.0
+
+
+def test_without_the_token_health_says_only_its_status(make_app: Callable[..., Flask]) -> None:
+    token = "health-token-0123456789abcdef"
+    app = make_app(SCHEDULER_API_TOKEN=token)
+    client = app.test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        response = client.get("/health", headers=headers)
+        assert response.status_code == 200 and response.json == {"status": "degraded"}  # no leader here
+    full = client.get("/health", headers={"Authorization": f"Bearer {token}"}).json
+    assert (
+        full["status"] == "degraded"
+        and "leader" in full
+        and full["reasons"] == ["no process leads: due jobs are not being run"]
+    )
+
+
+def test_without_the_token_an_outage_still_answers_503(proxied_app: tuple[Flask, TcpProxy]) -> None:
+    app, proxy = proxied_app
+    app.config["SCHEDULER_API_TOKEN"] = "health-token-0123456789abcdef"
+    proxy.cut()
+    response = app.test_client().get("/health")
+    assert response.status_code == 503 and response.json == {"status": "error"}

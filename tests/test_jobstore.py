@@ -14,7 +14,7 @@ from sqlalchemy import insert, select
 from jobservice.extensions import db
 from jobservice.jobstore import StaleJobError
 from jobservice.models import jobs_table
-from tests.test_executor import finished_runs, leading_app
+from tests.conftest import finished_runs, leading_app
 
 
 def put_raw_job(app: Flask, job_id: str, func_ref: str, next_run: datetime | None) -> None:
@@ -101,7 +101,7 @@ def test_advance_never_overwrites_a_concurrent_pause(app: Flask) -> None:
     store = app.extensions["jobservice"].store
     leader_copy = store.lookup_job("j")
     client.post("/scheduler/jobs/j/pause")
-    store.advance([(leader_copy, datetime.now(UTC) + timedelta(hours=2))])
+    store.advance([(leader_copy, datetime.now(UTC) + timedelta(hours=2))], fence=1)
     assert client.get("/scheduler/jobs/j").json["next_run_time"] is None
 
 
@@ -115,7 +115,7 @@ def test_advance_moves_and_removes_in_one_batch(app: Flask) -> None:
     store = app.extensions["jobservice"].store
     a, b = store.lookup_job("a"), store.lookup_job("b")
     later = datetime.now(UTC) + timedelta(days=1)
-    store.advance([(a, later), (b, None)])
+    store.advance([(a, later), (b, None)], fence=1)
     assert stored_ids(app) == ["a"]
     assert store.lookup_job("a").next_run_time == later
 

@@ -23,9 +23,8 @@ from jobservice.extensions import db
 from jobservice.ledger import RunKey
 from jobservice.logs import JsonFormatter
 from jobservice.models import JobRun
-from tests.conftest import MARIADB, close_app, settings, wait_for
+from tests.conftest import MARIADB, close_app, finished_runs, leading_app, settings, soon, wait_for
 from tests.netproxy import TcpProxy
-from tests.test_executor import finished_runs, leading_app, soon
 
 TOKEN = "metrics-token-0123456789abcdef"
 
@@ -300,3 +299,29 @@ def test_dead_processes_live_gauges_are_dropped_once_without_a_race(
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "counter_123.db", f"gauge_liveall_{alive}.db", f"gauge_livesum_{alive}.db",
     ]  # fmt: skip
+
+
+def test_metrics_answer_during_a_database_outage(proxied_app: tuple[Flask, TcpProxy]) -> None:
+    """The outage itself must show: what cannot be read is absent, database_up says why."""
+    app, proxy = proxied_app
+    assert sample(scrape(app), "jobservice_database_up") == 1
+    proxy.cut()
+    response = app.test_client().get("/metrics")
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    assert re.search(r"^jobservice_database_up 0\.0$", text, re.M)
+    assert not re.search(r"^jobservice_jobs ", text, re.M)  # unknown, not a stale zero
+    assert re.search(r"^jobservice_leadership_changes_total|^# HELP jobservice_runs_total", text, re.M)
+    proxy.restore()
+    wait_for(lambda: sample(scrape(app), "jobservice_database_up") == 1)
+
+
+def test_metrics_answer_during_a_redis_outage(make_app: Callable[..., Flask]) -> None:
+    from tests.cluster import free_port
+
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    response = app.test_client().get("/metrics")
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    assert re.search(r"^jobservice_redis_up 0\.0$", text, re.M)
+    assert sample(text, "jobservice_database_up") == 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -143,3 +146,58 @@ def test_metrics_are_the_same_whichever_worker_answers(
         leaders = re.findall(r'^jobservice_leader\{pid="\d+"\} 1\.0$', text, re.M)
         scrapes.add((float(match[1]) if match else 0.0, len(leaders)))
     assert scrapes == {(float(fired), 1)}
+
+
+def raw_request(server: Server, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (no client library would send these) and read the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("case", "request_bytes", "status"),
+    [
+        (
+            "request-line-too-long",
+            b"GET /scheduler/jobs/" + b"x" * 5000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+            414,
+        ),
+        ("header-too-long", b"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 431),
+        (
+            "too-many-headers",
+            b"GET /health HTTP/1.1\r\nHost: a\r\n"
+            + b"".join(b"X-%d: 1\r\n" % n for n in range(60))
+            + b"\r\n",
+            431,
+        ),
+        ("malformed", b"NOT A REQUEST\r\n\r\n", 400),
+    ],
+)
+def test_gunicorn_refuses_what_it_cannot_parse_with_json(
+    started: list[Server], tmp_path: Path, case: str, request_bytes: bytes, status: int
+) -> None:
+    sqlite = f"sqlite:///{tmp_path}/jobs.sqlite3"
+    server = serve(started, gunicorn("limits", server_env(sqlite, None), tmp_path, workers=1))
+    code, headers, body = raw_request(server, request_bytes)
+    assert code == status
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["error_message"]
+
+
+def test_the_longest_api_url_fits_the_request_line_limit(started: list[Server], tmp_path: Path) -> None:
+    sqlite = f"sqlite:///{tmp_path}/jobs.sqlite3"
+    server = serve(started, gunicorn("longest", server_env(sqlite, None), tmp_path, workers=1))
+    job_id = "\U0001f600" * 191  # 4 bytes of UTF-8 each: 12 characters as %XX
+    query = "status=succeeded&since=2026-11-24T09:30:00%2B00:00&until=2026-11-25T09:30:00%2B00:00&limit=500"
+    path = f"/scheduler/jobs/{urllib.parse.quote(job_id)}/runs?{query}&cursor=4611686018427387904"
+    code, _, body = raw_request(
+        server, f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert code == 200 and json.loads(body) == []

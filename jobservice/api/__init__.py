@@ -14,6 +14,7 @@ def init_app(app: Flask) -> None:
         return
     bp = Blueprint("scheduler", __name__)
     bp.before_request(auth.require_token)
+    bp.before_request(errors.refuse_form_types)
     control.register(bp)
     transfer.register(bp)  # before the job routes: /jobs/export is not a job id
     jobs.register(bp)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from flask import Flask, Response, current_app, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from ..errors import InvalidJob
-from ..jobstore import StaleJobError
+from ..errors import InvalidJob, ProtectedJob
+from ..jobstore import BrokenJobError, StaleJobError
 
 logger = logging.getLogger(__name__)
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 class ApiError(Exception):
@@ -38,9 +40,34 @@ def error_response(
     return response
 
 
+#: Body types a browser form can send across sites without a preflight: never accepted.
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
+
+
+def accepts_multipart(view: View) -> View:
+    """Mark a route that takes a multipart upload (the import) besides JSON."""
+    view.accepts_multipart = True  # type: ignore[attr-defined]
+    return view
+
+
+def refuse_form_types() -> None:
+    """415 for a body type a cross-site form could send (the routes take JSON). Unlike
+    Flask-APScheduler, which parses any type, a page elsewhere cannot change jobs by
+    submitting a form, whatever credentials the browser holds for this host."""
+    mimetype = request.mimetype
+    if request.method == "GET" or mimetype not in FORM_TYPES:
+        return
+    view = current_app.view_functions.get(request.endpoint or "")
+    if mimetype == "multipart/form-data" and getattr(view, "accepts_multipart", False):
+        return
+    raise ApiError(415, f"send the body as application/json, not {mimetype}")
+
+
 def json_body() -> Any:
-    """The request body parsed as JSON whatever its content type, as Flask-APScheduler does."""
+    """The request body parsed as JSON; it must be sent as application/json (415 otherwise)."""
     raw = request.get_data(cache=True)
+    if raw.strip() and not request.is_json:
+        raise ApiError(415, f"send the body as application/json, not {request.mimetype or 'untyped'}")
     if not raw.strip():
         raise ApiError(400, "the request body must be a JSON object")
     try:
@@ -56,6 +83,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(JobLookupError, _not_found)
     app.register_error_handler(ConflictingIdError, _conflict)
     app.register_error_handler(StaleJobError, _stale)
+    app.register_error_handler(BrokenJobError, _broken)
+    app.register_error_handler(ProtectedJob, lambda e: error_response(403, e.message))
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _database_down)
     app.register_error_handler(DBAPIError, _database_error)
@@ -73,6 +102,12 @@ def _conflict(exc: ConflictingIdError) -> Response:
 
 def _stale(exc: StaleJobError) -> Response:
     return error_response(409, f"Job {exc.args[0]} keeps changing under concurrent writes; try again")
+
+
+def _broken(exc: BrokenJobError) -> Response:
+    return error_response(
+        409, f"Job {exc.job_id} cannot be read from the store ({exc.error}): remove it, or add it again"
+    )
 
 
 def _http_error(exc: HTTPException) -> Response:

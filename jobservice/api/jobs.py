@@ -13,7 +13,7 @@ from flask_apscheduler.json import jsonify
 from flask_apscheduler.utils import job_to_dict
 
 from ..cluster_scheduler import RESCHEDULE
-from ..jobstore import StoredJob
+from ..jobstore import Entry, StoredJob
 from ..payloads import job_payloads
 from ..scheduler import current_service
 from .errors import json_body
@@ -49,7 +49,7 @@ def get_jobs() -> Response:
     """All jobs, or one page of them with ?limit=&offset= (only that page is read)."""
     service = current_service()
     if "limit" not in request.args and "offset" not in request.args:
-        return jsonify(_with_last_run(service.store.get_all_jobs()))
+        return jsonify(_with_last_run(service.store.entries()))
     limit = int_arg("limit", MAX_PAGE, 1, MAX_PAGE)
     offset = int_arg("offset", 0, 0, MAX_OFFSET)
     jobs = service.store.page(limit, offset)
@@ -61,7 +61,11 @@ def get_jobs() -> Response:
 
 
 def get_job(job_id: str) -> Response:
-    return _job_response(job_id)
+    """One job; a row that cannot be read answers with its `error` (remove it, or re-add it)."""
+    entry = current_service().store.lookup_entry(job_id)
+    if entry is None:
+        raise JobLookupError(job_id)
+    return jsonify(_with_last_run([entry])[0])
 
 
 def update_job(job_id: str) -> Response:
@@ -111,7 +115,7 @@ def _job_response(job_id: str) -> Response:
     return jsonify(_with_last_run([_job(job_id)])[0])
 
 
-def _with_last_run(jobs: Sequence[Job]) -> list[dict[str, Any]]:
+def _with_last_run(jobs: Sequence[Job | Entry]) -> list[dict[str, Any]]:
     return job_payloads(current_service(), jobs)
 
 

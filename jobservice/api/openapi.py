@@ -38,9 +38,11 @@ def errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "Bad input; `field` names it",
         401: "Missing or wrong bearer token",
+        403: "The service's own jobs (jobservice-*) can be paused and resumed, not changed or removed",
         404: "No such job (or route)",
-        409: "The id is taken, or the job kept changing under concurrent writes",
+        409: "The id is taken, the job kept changing under concurrent writes, or its row cannot be read",
         413: "The request body is too large",
+        415: "The body was not sent as application/json",
         503: "The database is unavailable",
     }
     return {str(status): body(ref("Error"), text[status]) for status in sorted({*statuses, 401, 503})}
@@ -54,7 +56,7 @@ def job_operation(summary: str, *statuses: int, request: dict[str, Any] | None =
     operation: dict[str, Any] = {
         "summary": summary,
         "parameters": [job_id_parameter()],
-        "responses": {"200": body(ref("Job"), "The job"), **errors(404, *statuses)},
+        "responses": {"200": body(ref("Job"), "The job"), **errors(404, 409, *statuses)},
     }
     if request is not None:
         operation["requestBody"] = request
@@ -113,7 +115,7 @@ def document(prefix: str, token_required: bool) -> dict[str, Any]:
                     },
                 ],
                 "responses": {
-                    "200": body({"type": "array", "items": ref("Job")}, "Jobs, next run first"),
+                    "200": body({"type": "array", "items": ref("AnyJob")}, "Jobs, next run first"),
                     **errors(400),
                 },
             },
@@ -158,10 +160,15 @@ def document(prefix: str, token_required: bool) -> dict[str, Any]:
             }
         },
         f"{p}/jobs/{{job_id}}": {
-            "get": job_operation("One job"),
+            "get": {
+                "summary": "One job (a row that cannot be read answers with its error)",
+                "parameters": [job_id_parameter()],
+                "responses": {"200": body(ref("AnyJob"), "The job"), **errors(404)},
+            },
             "patch": job_operation(
                 "Change a job; a new trigger replaces the old one and keeps a pause",
                 400,
+                403,
                 409,
                 413,
                 request={"required": True, "content": {JSON: {"schema": ref("JobChanges")}}},
@@ -169,7 +176,7 @@ def document(prefix: str, token_required: bool) -> dict[str, Any]:
             "delete": {
                 "summary": "Remove a job",
                 "parameters": [job_id_parameter()],
-                "responses": {"204": no_content, **errors(404)},
+                "responses": {"204": no_content, **errors(403, 404)},
             },
         },
         f"{p}/jobs/{{job_id}}/pause": {"post": job_operation("Pause a job everywhere")},
@@ -202,8 +209,10 @@ def document(prefix: str, token_required: bool) -> dict[str, Any]:
                 "summary": "Can this process serve; who leads; is the leader processing",
                 "security": [],
                 "responses": {
-                    "200": body(ref("Health"), "Serving"),
-                    "503": body(ref("Health"), "The database is unreachable"),
+                    "200": body({"oneOf": [ref("Health"), ref("HealthStatus")]}, "Serving"),
+                    "503": body(
+                        {"oneOf": [ref("Health"), ref("HealthStatus")]}, "The database is unreachable"
+                    ),
                 },
             }
         },
@@ -234,6 +243,10 @@ def document(prefix: str, token_required: bool) -> dict[str, Any]:
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }
+    for item in paths.values():  # a body a cross-site form could send is refused
+        for method, operation in item.items():
+            if method in ("post", "patch", "delete"):
+                operation["responses"].update(errors(415))
     if token_required:
         doc["security"] = [{"bearerAuth": []}]
     else:  # then nothing answers 401

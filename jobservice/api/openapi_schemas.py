@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..jobdefs import MAX_ID_LENGTH, MAX_INSTANCES, MAX_NAME_LENGTH
+from ..jobdefs import (
+    FUNC_REF,
+    MAX_GRACE_S,
+    MAX_ID_LENGTH,
+    MAX_INSTANCES,
+    MAX_NAME_LENGTH,
+    RESERVED_IDS,
+    SERVICE_JOB_PREFIX,
+)
 from ..models import STATUSES
-from ..triggers import CRON_FIELDS, INTERVAL_UNITS
+from ..triggers import CRON_FIELDS, INTERVAL_UNITS, MAX_JITTER_S
 
 JSON = "application/json"
 STRING_OR_NULL = {"type": ["string", "null"]}
@@ -27,7 +35,7 @@ def trigger_fields() -> dict[str, Any]:
         "start_date": DATE_TIME,
         "end_date": DATE_TIME,
         "timezone": {"type": "string", "description": "IANA time zone"},
-        "jitter": {"type": "integer", "minimum": 0},
+        "jitter": {"type": "integer", "minimum": 0, "maximum": MAX_JITTER_S},
         **{unit: number for unit in INTERVAL_UNITS},
         **{field: cron_field for field in CRON_FIELDS},
     }
@@ -38,12 +46,12 @@ def job_fields() -> dict[str, Any]:
         "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
         "func": {
             "type": "string",
-            "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+            "pattern": f"^{FUNC_REF.pattern}$",
             "description": "module:function in a job package",
         },
         "args": {"type": "array"},
         "kwargs": {"type": "object"},
-        "misfire_grace_time": {"type": ["integer", "null"], "minimum": 1},
+        "misfire_grace_time": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_GRACE_S},
         "coalesce": {"type": "boolean"},
         "max_instances": {"type": "integer", "minimum": 1, "maximum": MAX_INSTANCES},
         "next_run_time": {**DATE_TIME_OR_NULL, "description": "null adds or sets the job paused"},
@@ -57,7 +65,14 @@ def schemas() -> dict[str, Any]:
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_ID_LENGTH,
-        "pattern": r"^[^/\s](?:[^/]*[^/\s])?$",
+        # As jobdefs._job_id: nothing that stops the id from being its own URL segment.
+        "pattern": r"^[^/\\?#%\s](?:[^/\\?#%]*[^/\\?#%\s])?$",
+        "not": {
+            "anyOf": [
+                {"enum": sorted(RESERVED_IDS)},
+                {"pattern": f"^{SERVICE_JOB_PREFIX}"},
+            ]
+        },
     }
     run_summary = {
         "status": {"type": "string", "enum": list(STATUSES)},
@@ -120,6 +135,19 @@ def schemas() -> dict[str, Any]:
                 },
             },
         },
+        "UnreadableJob": {
+            "type": "object",
+            "description": "A row of the job table that cannot be read back (older code, or by hand)",
+            "required": ["id", "next_run_time", "error", "last_run"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string"},
+                "next_run_time": DATE_TIME_OR_NULL,
+                "error": {"type": "string"},
+                "last_run": {"oneOf": [{"type": "null"}, {"type": "object"}]},
+            },
+        },
+        "AnyJob": {"oneOf": [ref("Job"), ref("UnreadableJob")]},
         "Run": {
             "type": "object",
             "required": [
@@ -174,6 +202,14 @@ def schemas() -> dict[str, Any]:
                 "exported_at": DATE_TIME,
                 "timezone": {"type": "string"},
                 "jobs": {"type": "array", "items": ref("NewJob")},
+                "unreadable": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "error"],
+                        "properties": {"id": {"type": "string"}, "error": {"type": "string"}},
+                    },
+                },
             },
         },
         "ImportResult": {
@@ -184,9 +220,17 @@ def schemas() -> dict[str, Any]:
                 "ids": {"type": "array", "items": {"type": "string"}},
             },
         },
+        "HealthStatus": {
+            "type": "object",
+            "description": "What a request without the token gets, when a token is set",
+            "required": ["status"],
+            "additionalProperties": False,
+            "properties": {"status": {"type": "string", "enum": ["ok", "degraded", "error"]}},
+        },
         "Health": {
             "type": "object",
             "required": [
+                "reasons",
                 "status",
                 "role",
                 "leader",
@@ -207,6 +251,11 @@ def schemas() -> dict[str, Any]:
                 "jobs": {"type": ["integer", "null"]},
                 "lease_seconds_left": {"type": ["number", "null"]},
                 "seconds_since_last_pass": {"type": ["number", "null"]},
+                "reasons": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Why the status is degraded or error; empty when ok",
+                },
             },
         },
     }

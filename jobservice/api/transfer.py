@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..scheduler import current_service
 from ..transfer import ImportRefused, export_jobs, import_jobs
-from .errors import ApiError, error_response, json_body
+from .errors import ApiError, accepts_multipart, error_response, json_body
 
 #: An export of many jobs can be far bigger than a single job definition.
 IMPORT_MAX_BYTES = 32 * 1024 * 1024
@@ -18,7 +18,7 @@ IMPORT_MAX_BYTES = 32 * 1024 * 1024
 
 def register(bp: Blueprint) -> None:
     bp.get("/jobs/export")(export)
-    bp.post("/jobs/import")(import_)
+    bp.post("/jobs/import")(accepts_multipart(import_))
 
 
 def export() -> Response:

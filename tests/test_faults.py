@@ -1,0 +1,381 @@
+"""The fault matrix: a burst of due jobs, and the leader broken in every way an operator can.
+
+Two gunicorn masters stand for two hosts (3 workers each). Each host reaches Redis through
+a TCP proxy of the test's own (cut one: that host is partitioned from Redis; cut all: Redis
+is gone). The service's database is a per-test database on the shared MariaDB, or a private
+mariadbd the test stops by its pid. The probe job writes every start into a table of a
+separate database that stays up, so the verdict comes from what ran:
+
+* every due fire time ran once, none twice;
+* none is lost: a run that did not happen says why in its row (missed, or interrupted by
+  the death of the process running it);
+* every run row ends (none stays `running`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from jobservice.models import ClusterState, JobRun, jobs_table
+from tests.cluster import Cluster, PrivateMariaDB, Server
+from tests.conftest import drop_mariadb_database, new_mariadb_database, wait_for
+
+pytestmark = pytest.mark.processes
+
+LEASE_S = 2.0
+BURST = 600
+#: Job threads of the leading process: at most this many runs can be cut short by its death.
+MAX_WORKERS = 20
+#: A run whose process died is closed within this long (heartbeats stop; a few leases).
+DEAD_RUN_BOUND_S = 8 * LEASE_S
+PROBE = "tests.jobfuncs:probe"
+
+
+@dataclass
+class Verdict:
+    """What became of each due fire time, from the probe table and the run history."""
+
+    due: int
+    once: int
+    twice: int
+    missed: int
+    interrupted: int
+    lost: list[str]
+    unended: list[str]
+    first_run_after_fault_s: float | None
+    last_run_after_fault_s: float | None
+    settled_after_fault_s: float
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "due": self.due,
+            "once": self.once,
+            "twice": self.twice,
+            "missed": self.missed,
+            "interrupted": self.interrupted,
+            "lost": len(self.lost),
+            "unended": len(self.unended),
+            "first_run_after_fault_s": self.first_run_after_fault_s,
+            "last_run_after_fault_s": self.last_run_after_fault_s,
+            "settled_after_fault_s": self.settled_after_fault_s,
+        }
+
+
+def report(name: str, **figures: Any) -> None:
+    """Measured figures, printed for `pytest -s` and the closing note."""
+    print(f"\n[measured] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def burst(cluster: Cluster, count: int = BURST, due_in_s: float = 3.0) -> tuple[list[str], datetime]:
+    """Import `count` date jobs due at one instant, in one request; return their ids and due time."""
+    due_at = datetime.now(UTC) + timedelta(seconds=due_in_s)
+    ids = [f"burst-{n:04d}" for n in range(count)]
+    jobs = [
+        {"id": job_id, "func": PROBE, "trigger": "date", "run_date": due_at.isoformat()} for job_id in ids
+    ]
+    status, body = cluster.hosts[0].post("/scheduler/jobs/import", {"jobs": jobs})
+    assert status == 200, body
+    return ids, due_at
+
+
+def sleep_until(moment: datetime) -> None:
+    time.sleep(max((moment - datetime.now(UTC)).total_seconds(), 0))
+
+
+def settle(cluster: Cluster, ids: list[str], timeout_s: float = 45.0) -> None:
+    """Wait until none of these jobs is left in the store and none of their runs is open."""
+    active = ("running", "overrunning")
+
+    def settled() -> bool:
+        with cluster.engine.connect() as conn:
+            left = conn.execute(select(jobs_table.c.id).where(jobs_table.c.id.in_(ids))).first()
+            runs = JobRun.__table__
+            open_run = conn.execute(
+                select(runs.c.id).where(runs.c.job_id.in_(ids), runs.c.status.in_(active))
+            ).first()
+        return left is None and open_run is None
+
+    try:
+        wait_for(settled, timeout_s=timeout_s, interval_s=0.2)
+    except AssertionError:
+        pass  # the verdict says what is left
+
+
+def verdict(cluster: Cluster, ids: list[str], fault_at: float, timeout_s: float = 45.0) -> Verdict:
+    settle(cluster, ids, timeout_s)
+    settled_at = time.time()
+    probes = Counter(fire.job_id for fire in cluster.all_fires())
+    starts = [fire.started_at.timestamp() for fire in cluster.all_fires() if fire.job_id in set(ids)]
+    runs = JobRun.__table__
+    with cluster.engine.connect() as conn:
+        rows = conn.execute(
+            select(runs.c.job_id, runs.c.status, runs.c.error).where(runs.c.job_id.in_(ids))
+        ).all()
+    by_job: dict[str, list[Any]] = {}
+    for row in rows:
+        by_job.setdefault(row.job_id, []).append(row)
+    missed = interrupted = 0
+    lost: list[str] = []
+    for job_id in ids:
+        if probes[job_id]:
+            continue
+        statuses = {row.status for row in by_job.get(job_id, [])}
+        errors = " ".join(row.error or "" for row in by_job.get(job_id, []))
+        if statuses == {"missed"}:
+            missed += 1
+        elif statuses == {"failed"} and "stopped" in errors:
+            interrupted += 1
+        else:
+            lost.append(f"{job_id}: {sorted(statuses) or 'no run'} {errors[:120]}")
+    unended = [f"{row.job_id}: {row.status}" for row in rows if row.status in ("running", "overrunning")]
+    after = sorted(start - fault_at for start in starts if start > fault_at)
+    return Verdict(
+        due=len(ids),
+        once=sum(1 for job_id in ids if probes[job_id] == 1),
+        twice=sum(1 for job_id in ids if probes[job_id] > 1),
+        missed=missed,
+        interrupted=interrupted,
+        lost=lost,
+        unended=unended,
+        first_run_after_fault_s=round(after[0], 3) if after else None,
+        last_run_after_fault_s=round(after[-1], 3) if after else None,
+        settled_after_fault_s=round(settled_at - fault_at, 3),
+    )
+
+
+def superseded_writes(cluster: Cluster) -> list[str]:
+    """Claims and starts made under a fence lower than the recorded one after it was recorded.
+
+    A newer leader records its fence before its first write; from then on the database
+    refuses every write of an older fence. Timestamps are the writers' own clocks (one machine).
+    """
+    runs = JobRun.__table__
+    state = ClusterState.__table__
+    with cluster.engine.connect() as conn:
+        fence, fence_at = conn.execute(select(state.c.fence, state.c.fence_at)).one()
+        rows = conn.execute(
+            select(runs.c.id, runs.c.fence, runs.c.created_at, runs.c.started_at, runs.c.worker).where(
+                runs.c.fence < fence
+            )
+        ).all()
+    late = []
+    for row in rows:
+        for what, moment in (("claimed", row.created_at), ("started", row.started_at)):
+            if moment is not None and moment > fence_at:
+                late.append(f"run {row.id} {what} by {row.worker} under fence {row.fence} at {moment}")
+    return late
+
+
+@pytest.fixture
+def probe_url(mariadb_server: dict[str, Any]) -> Iterator[str]:
+    """The probe's own database on the shared MariaDB: it stays up whatever the test breaks."""
+    name = new_mariadb_database()
+    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    drop_mariadb_database(name)
+
+
+@pytest.fixture
+def cluster(mariadb_url: str, redis_url: str, probe_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    """Two hosts x 3 workers on the shared MariaDB, each reaching Redis through its own proxy."""
+    cluster = Cluster(mariadb_url, None, tmp_path, redis_target=("127.0.0.1", 6379), probe_url=probe_url)
+    yield cluster
+    cluster.close()
+
+
+def start_hosts(cluster: Cluster, **env: str) -> tuple[Server, Server]:
+    return cluster.host(**env), cluster.host(**env)
+
+
+def assert_every_fire_time_ran_once(result: Verdict, interrupted_allowed: int = 0) -> None:
+    assert result.twice == 0, result.figures()
+    assert result.lost == [], result.lost[:10]
+    assert result.unended == [], result.unended[:10]
+    assert result.missed == 0, result.figures()
+    assert result.interrupted <= interrupted_allowed, result.figures()
+    assert result.once + result.interrupted == result.due, result.figures()
+
+
+# A burst, and the leader broken while it runs it ------------------------------------------
+
+
+def test_kill_9_of_the_leader_during_a_burst(cluster: Cluster) -> None:
+    start_hosts(cluster)
+    _, leader_pid = cluster.leader()
+    ids, due_at = burst(cluster)
+    sleep_until(due_at + timedelta(seconds=0.25))
+    fault_at = time.time()
+    os.kill(leader_pid, signal.SIGKILL)  # a worker of a master this test started
+    result = verdict(cluster, ids, fault_at)
+    report("kill -9 of the leader 0.25 s into a burst of 600", **result.figures())
+    # Runs that were executing in the killed process are cut short: closed failed, never rerun.
+    assert_every_fire_time_ran_once(result, interrupted_allowed=MAX_WORKERS)
+
+
+def test_sigterm_of_the_leaders_master_during_a_burst(cluster: Cluster) -> None:
+    start_hosts(cluster)
+    leading_host, _ = cluster.leader()
+    ids, due_at = burst(cluster)
+    sleep_until(due_at + timedelta(seconds=0.25))
+    fault_at = time.time()
+    leading_host.signal(signal.SIGTERM)  # a deploy: the master stops its workers gracefully
+    result = verdict(cluster, ids, fault_at)
+    report("SIGTERM of the leader's master 0.25 s into a burst of 600", **result.figures())
+    assert_every_fire_time_ran_once(result)
+
+
+def test_database_stopped_for_10_s_during_a_burst(redis_url: str, probe_url: str, tmp_path: Path) -> None:
+    database = PrivateMariaDB(tmp_path / "mariadb").install()
+    cluster = Cluster(database.url, None, tmp_path, redis_target=("127.0.0.1", 6379), probe_url=probe_url)
+    try:
+        start_hosts(cluster)
+        cluster.leader()
+        ids, due_at = burst(cluster)
+        sleep_until(due_at + timedelta(seconds=0.4))
+        fault_at = time.time()
+        database.kill()
+        time.sleep(10)
+        database.start()
+        restarted_at = time.time()
+        result = verdict(cluster, ids, fault_at)
+        after_restart = max(f.started_at.timestamp() for f in cluster.all_fires()) - restarted_at
+        report(
+            "database stopped 10 s, 0.4 s into a burst of 600",
+            **result.figures(),
+            last_run_after_restart_s=round(after_restart, 3),
+        )
+        assert_every_fire_time_ran_once(result)
+        assert result.last_run_after_fault_s is not None and result.last_run_after_fault_s > 10
+    finally:
+        cluster.close()
+        database.stop()
+
+
+def test_redis_cut_for_everyone_during_a_burst(cluster: Cluster) -> None:
+    start_hosts(cluster)
+    cluster.leader()
+    ids, due_at = burst(cluster)
+    sleep_until(due_at + timedelta(seconds=0.25))
+    fault_at = time.time()
+    for proxy in cluster.proxies.values():
+        proxy.cut()
+    time.sleep(3 * LEASE_S)
+    for proxy in cluster.proxies.values():
+        proxy.restore()
+    result = verdict(cluster, ids, fault_at)
+    report("Redis cut for 6 s, 0.25 s into a burst of 600", **result.figures())
+    assert_every_fire_time_ran_once(result)
+
+
+def test_leader_partitioned_from_redis_is_fenced_out_at_the_database(cluster: Cluster) -> None:
+    """The followers see the leader's Redis connection vanish and take over at once, while
+    the old leader still trusts its lease: the database must refuse its writes."""
+    start_hosts(cluster)
+    leading_host, _ = cluster.leader()
+    ids, due_at = burst(cluster)
+    sleep_until(due_at - timedelta(seconds=0.3))
+    fault_at = time.time()
+    cluster.proxies[leading_host.name].cut()
+    time.sleep(3 * LEASE_S)
+    cluster.proxies[leading_host.name].restore()
+    result = verdict(cluster, ids, fault_at)
+    late = superseded_writes(cluster)
+    report(
+        "leader's host cut from Redis 0.3 s before a burst of 600",
+        **result.figures(),
+        superseded_writes=len(late),
+    )
+    assert late == [], late[:5]
+    assert_every_fire_time_ran_once(result)
+
+
+def test_frozen_leader_is_replaced_and_acts_on_nothing_when_it_thaws(cluster: Cluster) -> None:
+    start_hosts(cluster)
+    _, leader_pid = cluster.leader()
+    ids, due_at = burst(cluster)
+    sleep_until(due_at + timedelta(seconds=0.1))
+    fault_at = time.time()
+    os.kill(leader_pid, signal.SIGSTOP)
+    try:
+        time.sleep(3 * LEASE_S)
+    finally:
+        os.kill(leader_pid, signal.SIGCONT)
+    result = verdict(cluster, ids, fault_at)
+    late = superseded_writes(cluster)
+    report(
+        "leader frozen (SIGSTOP) for 3 leases, 0.1 s into a burst of 600",
+        **result.figures(),
+        superseded_writes=len(late),
+    )
+    assert late == [], late[:5]
+    assert_every_fire_time_ran_once(result)
+
+
+# Every run ends ---------------------------------------------------------------------------
+
+
+def run_row(cluster: Cluster, job_id: str) -> Any:
+    runs = JobRun.__table__
+    with cluster.engine.connect() as conn:
+        return conn.execute(select(runs).where(runs.c.job_id == job_id).order_by(runs.c.id.desc())).first()
+
+
+def start_long_run(cluster: Cluster, host: Server, seconds: float) -> Any:
+    body = {
+        "id": "long",
+        "func": "tests.jobfuncs:slow_probe",
+        "args": [seconds],
+        "trigger": "interval",
+        "hours": 1,
+    }
+    assert host.post("/scheduler/jobs", body)[0] == 200
+    assert host.post("/scheduler/jobs/long/run")[0] == 200
+    wait_for(lambda: cluster.fires("long"), timeout_s=10)
+    return run_row(cluster, "long")
+
+
+def closed_as_stopped(cluster: Cluster, since: float) -> tuple[Any, float]:
+    def closed() -> Any:
+        row = run_row(cluster, "long")
+        return row if row.status not in ("running", "overrunning") else None
+
+    row = wait_for(closed, timeout_s=DEAD_RUN_BOUND_S + 10, interval_s=0.2)
+    return row, time.time() - since
+
+
+def test_a_run_whose_process_is_killed_is_closed_failed_naming_the_worker(cluster: Cluster) -> None:
+    start_hosts(cluster)
+    leading_host, leader_pid = cluster.leader()
+    run = start_long_run(cluster, leading_host, 20)
+    assert run.status == "running" and run.worker.endswith(f":{leader_pid}")
+    killed_at = time.time()
+    os.kill(leader_pid, signal.SIGKILL)
+    row, after_s = closed_as_stopped(cluster, killed_at)
+    report("run closed after kill -9 of its process", seconds=round(after_s, 2), error=row.error)
+    assert row.status == "failed" and f"worker {run.worker} stopped" in row.error
+    assert row.finished_at is not None
+    assert after_s <= DEAD_RUN_BOUND_S
+    assert [f.note for f in cluster.fires("long")] == ["start"]  # never run a second time
+
+
+def test_a_run_outlasting_the_graceful_timeout_is_closed_failed(cluster: Cluster) -> None:
+    cluster.host(), cluster.host()
+    leading_host, leader_pid = cluster.leader()
+    run = start_long_run(cluster, leading_host, 20)
+    stopped_at = time.time()
+    leading_host.signal(signal.SIGTERM)  # its gunicorn kills the worker after --graceful-timeout (10 s)
+    row, after_s = closed_as_stopped(cluster, stopped_at)
+    report("run closed after its worker outlasted the graceful timeout", seconds=round(after_s, 2))
+    assert row.status == "failed" and f"worker {run.worker} stopped" in row.error
+    assert after_s <= 10 + DEAD_RUN_BOUND_S
+    assert [f.note for f in cluster.fires("long")] == ["start"]
