@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -289,7 +288,7 @@ class ClusterScheduler(BackgroundScheduler):
                 else:
                     to_run.append((job, key))
                     if nxt is None:  # its last fire: advancing deletes the job, the claim keeps it
-                        saved[key] = pickle.dumps(job.__getstate__(), store.pickle_protocol)
+                        saved[key] = job.stored_state
             moves.append((job, nxt))
         if self._fence() != fence:
             return

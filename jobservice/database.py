@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import logging
+import math
 import os
 import threading
 import zlib
@@ -15,7 +16,7 @@ from typing import Any
 
 import click
 from flask import Flask
-from sqlalchemy import event, inspect, text
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 
 from .extensions import db
@@ -48,26 +49,53 @@ def init_app(app: Flask) -> None:
     if click.get_current_context(silent=True) is not None:
         register_migrate(app)  # `flask db ...` needs Flask-Migrate bound to this app
     with app.app_context():
-        if db.engine.dialect.name == "sqlite":
-            event.listen(db.engine, "connect", _sqlite_pragmas)
-        if db.engine.dialect.name in MYSQL:
-            event.listen(db.engine, "reset", _rollback_if_in_transaction)
-        if db.engine.dialect.driver == "pymysql":
-            event.listen(db.engine, "do_connect", _pymysql_connect)
+        configure_engine(db.engine)
         if app.config["DB_AUTO_UPGRADE"] and current_revision() != HEAD_REVISION:
             with startup_lock(db.engine, app.instance_path):
                 if current_revision() != HEAD_REVISION:  # another worker may have done it
                     upgrade(app)
 
 
-def engine_options(url: str, job_threads: int = 20) -> dict[str, Any]:
-    """Pool settings that survive an idle night and keep one connection per job thread.
+def service_engine(app: Flask) -> Engine:
+    """The service's own engine, for the job store, the run history and the cluster state.
+
+    Jobs use Flask-SQLAlchemy's (`db.session`), whose sessions may sit in a transaction as
+    long as the job likes. The service's never do: on MariaDB a session of this engine that
+    leaves a write transaction idle for a lease is ended by the server, so a leader frozen
+    in the middle of a fenced write (SIGSTOP, a paused VM) cannot hold its row locks, and
+    with them the next leader's fence, until it thaws.
+    """
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    # The app's options (with any of its own), sized for the service's threads, not the jobs'.
+    own = engine_options(url, threads=SPARE_CONNECTIONS)
+    options = {**app.config["SQLALCHEMY_ENGINE_OPTIONS"], **{k: v for k, v in own.items() if "pool" in k}}
+    engine = create_engine(url, **options)
+    configure_engine(engine)
+    if engine.dialect.name in MYSQL:
+        limit_s = max(1, math.ceil(app.config["LEADER_LEASE_SECONDS"]))
+        event.listen(engine, "connect", functools.partial(_end_idle_writes, limit_s))
+    return engine
+
+
+def configure_engine(engine: Engine) -> None:
+    """Per-backend connection set-up, for Flask-SQLAlchemy's engine and the service's own."""
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    if engine.dialect.name in MYSQL:
+        event.listen(engine, "reset", _rollback_if_in_transaction)
+    if engine.dialect.driver == "pymysql":
+        event.listen(engine, "do_connect", _pymysql_connect)
+
+
+def engine_options(url: str, threads: int = 20) -> dict[str, Any]:
+    """Pool settings that survive an idle night and keep one connection per thread that
+    uses the database (`threads`: job threads, or the service's own).
 
     A new PyMySQL connection costs ~25 ms of CPU (it builds a TLS context, even for a
     server without TLS), so connections must be reused, not opened per run.
     """
     backend = make_url(url).get_backend_name()
-    pool = {"pool_size": job_threads + SPARE_CONNECTIONS, "max_overflow": 20}
+    pool = {"pool_size": threads + SPARE_CONNECTIONS, "max_overflow": 20}
     if backend in MYSQL:
         return {
             "pool_pre_ping": True,
@@ -179,6 +207,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _end_idle_writes(limit_s: int, dbapi_connection: Any, _record: Any) -> None:
+    """MariaDB ends a session whose write transaction is idle for `limit_s` (MySQL has no
+    such setting: there a frozen leader's locks are held until it thaws or its connection dies)."""
+    if "mariadb" in dbapi_connection.get_server_info().lower():
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET SESSION idle_write_transaction_timeout = {int(limit_s)}")
 
 
 def _rollback_if_in_transaction(dbapi_connection: Any, record: Any, state: Any) -> None:

@@ -56,9 +56,10 @@ class BrokenJobError(Exception):
 
 
 class StoredJob(Job):
-    """A job as read from the store, remembering the version it was read at."""
+    """A job as read from the store, remembering the version it was read at and the pickled
+    state it was read from (what a claim of its last fire keeps, without pickling again)."""
 
-    __slots__ = ("version",)
+    __slots__ = ("version", "stored_state")
 
 
 @dataclass(frozen=True)
@@ -373,6 +374,7 @@ class ClusterJobStore(SQLAlchemyJobStore):
             return BrokenJob(job_id, _from_timestamp(next_ts), f"{exc.__class__.__name__}: {exc}")
         job.next_run_time = next_run_time
         job.version = version
+        job.stored_state = job_state
         job._scheduler = self._scheduler
         job._jobstore_alias = self._alias
         return job

@@ -29,7 +29,7 @@ from . import lifecycle, maintenance, metrics
 from .bus import RELEASED, WAKEUP, Bus, FileBus, RedisBus
 from .cluster_scheduler import IDLE_RESCAN_S, ClusterScheduler
 from .compat import FlaskScheduler
-from .database import check_schema, startup_lock
+from .database import check_schema, service_engine, startup_lock
 from .declared import Reconciled, parse_declared, reconcile
 from .executor import AppContextExecutor
 from .extensions import db
@@ -59,7 +59,7 @@ class JobService:
 
     def __init__(self, app: Flask) -> None:
         config = app.config
-        self.engine = engine = db.engine
+        self.engine = engine = service_engine(app)
         self.app = app
         self.pid = os.getpid()
         self.lease_s: float = config["LEADER_LEASE_SECONDS"]
@@ -152,7 +152,8 @@ class JobService:
 
     def reconcile(self) -> Reconciled:
         """Bring JOBS from config.py into the store (once, under the start-up lock)."""
-        with startup_lock(self.engine, self.app.instance_path):
+        # On db.engine: the lock is held by a connection that idles while the others wait.
+        with startup_lock(db.engine, self.app.instance_path):
             return reconcile(self.scheduler, self.engine, self.declared)
 
     # Joining and leaving the election --------------------------------------------
@@ -198,10 +199,13 @@ class JobService:
             self._connections[0].close()
         if self._redis is not None:
             self._redis.close()
+        self.engine.dispose()
 
     def after_fork(self) -> None:
         """In a forked child: nothing of the parent's threads, sockets or locks is usable."""
         self.engine.dispose(close=False)
+        with self.app.app_context():
+            db.engine.dispose(close=False)
         self.scheduler._jobstores_lock = threading.RLock()
         self.scheduler._executors_lock = threading.RLock()
         self.scheduler._listeners_lock = threading.RLock()

@@ -13,6 +13,7 @@ import time
 from flask import current_app, g
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine, insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql import Insert
 
 from jobservice.extensions import db
 from jobservice.models import UTCDateTime, utcnow
@@ -34,20 +35,23 @@ fires = Table(
 )
 
 
+def this_fire(note: str) -> Insert:
+    """The row of `test_fires` that says this run started: its job, fire time, fence, pid."""
+    run = g.jobservice_run
+    return insert(fires).values(
+        job_id=run.job_id,
+        scheduled_at=run.scheduled_at,
+        started_at=utcnow(),
+        trigger=run.trigger,
+        fence=run.fence,
+        pid=os.getpid(),
+        note=note,
+    )
+
+
 def record(note: str = "") -> None:
     """Write this run's identity through the app's database session."""
-    run = g.jobservice_run
-    db.session.execute(
-        insert(fires).values(
-            job_id=run.job_id,
-            scheduled_at=run.scheduled_at,
-            started_at=utcnow(),
-            trigger=run.trigger,
-            fence=run.fence,
-            pid=os.getpid(),
-            note=note,
-        )
-    )
+    db.session.execute(this_fire(note))
     db.session.commit()
 
 
@@ -63,19 +67,8 @@ def probe(note: str = "") -> None:
         engine = _probe_engines.get(url)
         if engine is None:
             engine = _probe_engines[url] = create_engine(url, pool_size=30, max_overflow=10)
-    run = g.jobservice_run
     with engine.begin() as conn:
-        conn.execute(
-            insert(fires).values(
-                job_id=run.job_id,
-                scheduled_at=run.scheduled_at,
-                started_at=utcnow(),
-                trigger=run.trigger,
-                fence=run.fence,
-                pid=os.getpid(),
-                note=note,
-            )
-        )
+        conn.execute(this_fire(note))
 
 
 def slow_probe(seconds: float) -> None:

@@ -15,6 +15,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import OperationalError
 
 from jobservice import create_app
 from jobservice.database import HEAD_REVISION, MIGRATIONS_DIR, SchemaOutOfDate
@@ -208,5 +209,37 @@ def test_mysql_pool_rolls_back_only_open_transactions(mariadb_url: str) -> None:
                 used.add(id(conn.connection.dbapi_connection))
                 assert not conn.connection.dbapi_connection.server_status & 1
             assert len(used) == 1, "the checks must all have run on one session"
+    finally:
+        close_app(app)
+
+
+def test_only_the_services_own_sessions_end_idle_write_transactions(mariadb_url: str) -> None:
+    """A leader frozen inside a fenced write must not hold its locks (and the next leader's
+    fence) until it thaws: MariaDB ends the service's idle write transactions after a lease.
+    Jobs' sessions (db.session) may stay in a transaction as long as they like."""
+    app = create_app(settings(mariadb_url, LEADER_LEASE_SECONDS=1.5))
+    try:
+        service = app.extensions["jobservice"]
+        with service.engine.connect() as conn:
+            assert conn.execute(text("SELECT @@SESSION.idle_write_transaction_timeout")).scalar() == 2
+        with app.app_context(), db.engine.connect() as conn:
+            assert conn.execute(text("SELECT @@SESSION.idle_write_transaction_timeout")).scalar() == 0
+        with service.engine.connect() as conn:
+            now = utcnow()
+            conn.execute(  # a write: from here the transaction is a write transaction
+                JobRun.__table__.insert().values(
+                    job_id="w",
+                    trigger="manual",
+                    scheduled_at=now,
+                    status="running",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            time.sleep(3)
+            with pytest.raises(OperationalError):
+                conn.commit()
+        with app.app_context():
+            assert db.session.execute(select(func.count()).select_from(JobRun)).scalar_one() == 0
     finally:
         close_app(app)

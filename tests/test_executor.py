@@ -98,6 +98,16 @@ def test_missed_run_is_recorded_and_not_run(make_app: Callable[..., Flask]) -> N
     assert fires(app) == []
 
 
+def test_a_date_in_the_past_within_the_grace_time_runs_at_once(make_app: Callable[..., Flask]) -> None:
+    """As upstream: a past run_date is accepted, and runs if it is within misfire_grace_time."""
+    app = leading_app(make_app)
+    past = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+    body = {"id": "recent", "func": "tests.jobfuncs:record", "run_date": past}
+    assert app.test_client().post("/scheduler/jobs", json=body).status_code == 200
+    [run] = finished_runs(app, "recent")
+    assert run.status == "succeeded" and len(fires(app)) == 1
+
+
 def test_max_instances_skips_overlapping_runs(make_app: Callable[..., Flask]) -> None:
     app = leading_app(make_app)
     body = {"id": "busy", "func": "tests.jobfuncs:slow", "args": [2.5], "trigger": "interval", "seconds": 1}

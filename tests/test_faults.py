@@ -18,7 +18,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -209,14 +209,33 @@ def assert_every_fire_time_ran_once(result: Verdict, interrupted_allowed: int = 
 # A burst, and the leader broken while it runs it ------------------------------------------
 
 
+def break_during_burst(
+    cluster: Cluster,
+    offset_s: float,
+    fault: Callable[[], None],
+    mend: Callable[[], None] | None = None,
+    hold_s: float = 3 * LEASE_S,
+) -> tuple[Verdict, float]:
+    """Import a burst, apply `fault` `offset_s` after it is due (before, if negative), undo
+    it with `mend` after `hold_s`, and judge; returns the verdict and when the fault came."""
+    ids, due_at = burst(cluster)
+    sleep_until(due_at + timedelta(seconds=offset_s))
+    fault_at = time.time()
+    try:
+        fault()
+        if mend is not None:
+            time.sleep(hold_s)
+    finally:
+        if mend is not None:
+            mend()
+    return verdict(cluster, ids, fault_at), fault_at
+
+
 def test_kill_9_of_the_leader_during_a_burst(cluster: Cluster) -> None:
     start_hosts(cluster)
     _, leader_pid = cluster.leader()
-    ids, due_at = burst(cluster)
-    sleep_until(due_at + timedelta(seconds=0.25))
-    fault_at = time.time()
-    os.kill(leader_pid, signal.SIGKILL)  # a worker of a master this test started
-    result = verdict(cluster, ids, fault_at)
+    # A worker of a master this test started, stopped by its pid.
+    result, _ = break_during_burst(cluster, 0.25, lambda: os.kill(leader_pid, signal.SIGKILL))
     report("kill -9 of the leader 0.25 s into a burst of 600", **result.figures())
     # Runs that were executing in the killed process are cut short: closed failed, never rerun.
     assert_every_fire_time_ran_once(result, interrupted_allowed=MAX_WORKERS)
@@ -225,11 +244,8 @@ def test_kill_9_of_the_leader_during_a_burst(cluster: Cluster) -> None:
 def test_sigterm_of_the_leaders_master_during_a_burst(cluster: Cluster) -> None:
     start_hosts(cluster)
     leading_host, _ = cluster.leader()
-    ids, due_at = burst(cluster)
-    sleep_until(due_at + timedelta(seconds=0.25))
-    fault_at = time.time()
-    leading_host.signal(signal.SIGTERM)  # a deploy: the master stops its workers gracefully
-    result = verdict(cluster, ids, fault_at)
+    # A deploy: the master stops its workers gracefully.
+    result, _ = break_during_burst(cluster, 0.25, lambda: leading_host.signal(signal.SIGTERM))
     report("SIGTERM of the leader's master 0.25 s into a burst of 600", **result.figures())
     assert_every_fire_time_ran_once(result)
 
@@ -240,14 +256,8 @@ def test_database_stopped_for_10_s_during_a_burst(redis_url: str, probe_url: str
     try:
         start_hosts(cluster)
         cluster.leader()
-        ids, due_at = burst(cluster)
-        sleep_until(due_at + timedelta(seconds=0.4))
-        fault_at = time.time()
-        database.kill()
-        time.sleep(10)
-        database.start()
-        restarted_at = time.time()
-        result = verdict(cluster, ids, fault_at)
+        result, fault_at = break_during_burst(cluster, 0.4, database.kill, database.start, hold_s=10)
+        restarted_at = fault_at + 10
         after_restart = max(f.started_at.timestamp() for f in cluster.all_fires()) - restarted_at
         report(
             "database stopped 10 s, 0.4 s into a burst of 600",
@@ -261,19 +271,30 @@ def test_database_stopped_for_10_s_during_a_burst(redis_url: str, probe_url: str
         database.stop()
 
 
-def test_redis_cut_for_everyone_during_a_burst(cluster: Cluster) -> None:
+@pytest.mark.parametrize("offset_s", [0.25, -1.0], ids=["0.25s-into", "1s-before"])
+def test_redis_cut_for_everyone_during_a_burst(cluster: Cluster, offset_s: float) -> None:
+    """0.25 s into the burst, runs are in flight; 1 s before, the leader stops trusting its
+    lease part-way through the burst and drops what it had not started, for the next term."""
     start_hosts(cluster)
     cluster.leader()
-    ids, due_at = burst(cluster)
-    sleep_until(due_at + timedelta(seconds=0.25))
-    fault_at = time.time()
-    for proxy in cluster.proxies.values():
-        proxy.cut()
-    time.sleep(3 * LEASE_S)
-    for proxy in cluster.proxies.values():
-        proxy.restore()
-    result = verdict(cluster, ids, fault_at)
-    report("Redis cut for 6 s, 0.25 s into a burst of 600", **result.figures())
+    proxies = list(cluster.proxies.values())
+
+    def cut() -> None:
+        for proxy in proxies:
+            proxy.cut()
+
+    def restore() -> None:
+        for proxy in proxies:
+            proxy.restore()
+
+    result, fault_at = break_during_burst(cluster, offset_s, cut, restore)
+    restored_at = fault_at + 3 * LEASE_S
+    after_restore = max(f.started_at.timestamp() for f in cluster.all_fires()) - restored_at
+    report(
+        f"Redis cut for 6 s, {offset_s} s from the due time of a burst of 600",
+        **result.figures(),
+        last_run_after_restore_s=round(after_restore, 3),
+    )
     assert_every_fire_time_ran_once(result)
 
 
@@ -282,13 +303,8 @@ def test_leader_partitioned_from_redis_is_fenced_out_at_the_database(cluster: Cl
     the old leader still trusts its lease: the database must refuse its writes."""
     start_hosts(cluster)
     leading_host, _ = cluster.leader()
-    ids, due_at = burst(cluster)
-    sleep_until(due_at - timedelta(seconds=0.3))
-    fault_at = time.time()
-    cluster.proxies[leading_host.name].cut()
-    time.sleep(3 * LEASE_S)
-    cluster.proxies[leading_host.name].restore()
-    result = verdict(cluster, ids, fault_at)
+    proxy = cluster.proxies[leading_host.name]
+    result, _ = break_during_burst(cluster, -0.3, proxy.cut, proxy.restore)
     late = superseded_writes(cluster)
     report(
         "leader's host cut from Redis 0.3 s before a burst of 600",
@@ -302,15 +318,9 @@ def test_leader_partitioned_from_redis_is_fenced_out_at_the_database(cluster: Cl
 def test_frozen_leader_is_replaced_and_acts_on_nothing_when_it_thaws(cluster: Cluster) -> None:
     start_hosts(cluster)
     _, leader_pid = cluster.leader()
-    ids, due_at = burst(cluster)
-    sleep_until(due_at + timedelta(seconds=0.1))
-    fault_at = time.time()
-    os.kill(leader_pid, signal.SIGSTOP)
-    try:
-        time.sleep(3 * LEASE_S)
-    finally:
-        os.kill(leader_pid, signal.SIGCONT)
-    result = verdict(cluster, ids, fault_at)
+    result, _ = break_during_burst(
+        cluster, 0.1, lambda: os.kill(leader_pid, signal.SIGSTOP), lambda: os.kill(leader_pid, signal.SIGCONT)
+    )
     late = superseded_writes(cluster)
     report(
         "leader frozen (SIGSTOP) for 3 leases, 0.1 s into a burst of 600",
@@ -319,6 +329,9 @@ def test_frozen_leader_is_replaced_and_acts_on_nothing_when_it_thaws(cluster: Cl
     )
     assert late == [], late[:5]
     assert_every_fire_time_ran_once(result)
+    # Taken over while it was still frozen: its lease ran out, and the database ended the
+    # write transaction it was frozen in, which held the row lock the new fence needs.
+    assert result.first_run_after_fault_s is not None and result.first_run_after_fault_s < 2 * LEASE_S + 1
 
 
 # Every run ends ---------------------------------------------------------------------------

@@ -91,8 +91,11 @@ def test_a_fenced_out_leader_steps_down_and_leads_again_past_the_recorded_fence(
     service.request_run("jobservice-maintenance")
     fence = wait_for(lambda: (f := service.fence()) is not None and f > first + 100 and f, timeout_s=10)
     assert fence == first + 101
-    with app.app_context():
-        recorded = db.session.execute(select(func.max(ClusterState.fence))).scalar_one()
-    assert recorded == fence
+
+    def recorded() -> int:
+        with app.app_context():
+            return db.session.execute(select(func.max(ClusterState.fence))).scalar_one()
+
+    wait_for(lambda: recorded() == fence)  # by its first pass, before it writes anything
     [run] = finished_runs(app, "jobservice-maintenance")  # the refused run was not lost
     assert run.status == "succeeded" and run.fence == fence
