@@ -243,3 +243,19 @@ def test_only_the_services_own_sessions_end_idle_write_transactions(mariadb_url:
             assert db.session.execute(select(func.count()).select_from(JobRun)).scalar_one() == 0
     finally:
         close_app(app)
+
+
+def test_connection_pools_are_sized_as_the_readme_says(mariadb_url: str) -> None:
+    """Per worker: SCHEDULER_MAX_WORKERS + 30 in Flask-SQLAlchemy's pool (the jobs'), 40 in the
+    service's own."""
+    app = create_app(
+        settings(mariadb_url, SCHEDULER_EXECUTORS={"default": {"type": "threadpool", "max_workers": 7}})
+    )
+    try:
+        with app.app_context():
+            jobs_pool = db.engine.pool
+        service_pool = app.extensions["jobservice"].engine.pool
+        assert jobs_pool.size() + jobs_pool._max_overflow == 7 + 30
+        assert service_pool.size() + service_pool._max_overflow == 40
+    finally:
+        close_app(app)
