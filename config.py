@@ -1,52 +1,45 @@
-"""Every setting of the job service, read from the environment (and `.env`) once.
+"""The standalone service's settings, read from the environment (and `.env`) once.
 
-`load_config()` picks the class named by JOBSERVICE_ENV and reads each variable
-when it is instantiated, so tests and tools can build configs from any mapping.
+`load_config()` picks the class named by JOBSERVICE_ENV and reads each variable when it
+is instantiated, so tests and tools can build configs from any mapping. Each variable
+fills one key of `app.config` that jobservice reads (`jobservice.settings`): the key is
+the variable's name, or `JOBSERVICE_` + the name when it does not start with `SCHEDULER_`.
 A bad value raises ConfigError naming the variable and what it expected.
 """
 
 from __future__ import annotations
 
 import os
-import zoneinfo
 from collections.abc import Mapping
 from typing import Any
 
 from dotenv import load_dotenv
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+
+from jobservice.errors import ConfigError
+from jobservice.settings import SETTINGS, Setting, checked
+
+__all__ = ["CONFIGS", "SETTINGS", "Config", "ConfigError", "Env", "load_config"]
 
 #: Every environment variable the service reads (documented in README and .env.example).
-SETTINGS = (
+VARIABLES = (
     "JOBSERVICE_ENV",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "SCHEDULER_API_TOKEN",
-    "LEADER_LEASE_SECONDS",
-    "SCHEDULER_TIMEZONE",
-    "SCHEDULER_API_ENABLED",
-    "SCHEDULER_API_PREFIX",
-    "SCHEDULER_AUTOSTART",
+    *(setting.env for setting in SETTINGS.values()),
     "SCHEDULER_MISFIRE_GRACE_TIME",
     "SCHEDULER_COALESCE",
     "SCHEDULER_MAX_INSTANCES",
     "SCHEDULER_MAX_WORKERS",
-    "JOB_PACKAGES",
-    "RUN_RETENTION_DAYS",
-    "RUN_RETENTION_PER_JOB",
-    "RUN_OVERRUN_SECONDS",
-    "DB_AUTO_UPGRADE",
-    "METRICS_ENABLED",
-    "METRICS_REQUIRE_TOKEN",
     "LOG_LEVEL",
     "LOG_FORMAT",
 )
+#: What the service serves, unless the environment says otherwise.
+SERVICE_DEFAULTS = {
+    "SCHEDULER_API_ENABLED": True,
+    "HEALTH_ENABLED": True,
+    "METRICS_ENABLED": True,
+    "JOB_PACKAGES": ("jobs",),
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names it and what it expects."""
 
 
 class Env:
@@ -58,10 +51,6 @@ class Env:
     def raw(self, name: str) -> str | None:
         value = self._environ.get(name)
         return value.strip() if value is not None and value.strip() else None
-
-    def str(self, name: str, default: str | None = None) -> str | None:
-        value = self.raw(name)
-        return default if value is None else value
 
     def bool(self, name: str, default: bool) -> bool:
         value = self.raw(name)
@@ -99,51 +88,27 @@ class Env:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def list(self, name: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
         value = self.raw(name)
         if value is None:
             return default
         return tuple(item.strip() for item in value.split(",") if item.strip())
 
-
-def _database_url(env: Env) -> str | None:
-    """DATABASE_URL, with mysql:// and mariadb:// mapped to the PyMySQL driver we ship."""
-    value = env.str("DATABASE_URL")
-    if value is None:
-        return None  # the factory puts a SQLite file under the instance folder
-    try:
-        url = make_url(value)
-    except ArgumentError:
-        # The URL may hold a password: never echo it.
-        raise ConfigError(
-            "DATABASE_URL must be a SQLAlchemy URL such as "
-            "mysql+pymysql://user:password@host:3306/db or sqlite:////path/file.db"
-        ) from None
-    if url.drivername in ("mysql", "mariadb"):
-        url = url.set(drivername="mysql+pymysql")
-    if url.get_backend_name() not in ("mysql", "mariadb", "sqlite", "postgresql"):
-        raise ConfigError(
-            f"DATABASE_URL must use mysql+pymysql, sqlite or postgresql, got {url.drivername!r}"
-        )
-    return url.render_as_string(hide_password=False)
-
-
-def _redis_url(env: Env) -> str | None:
-    value = env.str("REDIS_URL")
-    if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
-    return value
-
-
-def _timezone(env: Env) -> str:
-    value = env.str("SCHEDULER_TIMEZONE", "UTC") or "UTC"
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"SCHEDULER_TIMEZONE must be an IANA time zone such as UTC or Europe/Paris, got {value!r}"
-        ) from None
-    return value
+    def setting(self, setting: Setting, default: Any) -> Any:
+        """One of jobservice's settings, typed; its range and meaning are checked by jobservice,
+        whose error names the app.config key."""
+        name = setting.env
+        if setting.kind == "bool":
+            return self.bool(name, default)
+        if setting.kind in ("number", "int"):
+            low = setting.minimum if setting.minimum is not None else float("-inf")
+            high = setting.maximum if setting.maximum is not None else float("inf")
+            read = self.int if setting.kind == "int" else self.number
+            return read(name, default, minimum=low, maximum=high)  # type: ignore[operator]
+        if setting.kind == "list":
+            return self.list(name, default)
+        value = self.raw(name)
+        return default if value is None else checked(setting, value, name)
 
 
 class Config:
@@ -171,14 +136,9 @@ class Config:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         env = Env(environ)
-        self.DATABASE_URL = _database_url(env)
-        self.REDIS_URL = _redis_url(env)
-        self.SCHEDULER_API_TOKEN = env.str("SCHEDULER_API_TOKEN")
-        self.LEADER_LEASE_SECONDS = env.number("LEADER_LEASE_SECONDS", 2.0, minimum=0.5, maximum=300)
-        self.SCHEDULER_TIMEZONE = _timezone(env)
-        self.SCHEDULER_API_ENABLED = env.bool("SCHEDULER_API_ENABLED", True)
-        self.SCHEDULER_API_PREFIX = env.str("SCHEDULER_API_PREFIX", "/scheduler")
-        self.SCHEDULER_AUTOSTART = env.bool("SCHEDULER_AUTOSTART", True)
+        for setting in SETTINGS.values():
+            default = SERVICE_DEFAULTS.get(setting.env, setting.default)
+            setattr(self, setting.key, env.setting(setting, default))
         self.SCHEDULER_JOB_DEFAULTS = {
             # Long enough to survive a restart or a failover: a fire time that
             # falls inside one runs (once) afterwards instead of being dropped.
@@ -192,15 +152,6 @@ class Config:
                 "max_workers": env.int("SCHEDULER_MAX_WORKERS", 20, minimum=1, maximum=1000),
             }
         }
-        self.JOB_PACKAGES = env.list("JOB_PACKAGES", ("jobs",))
-        self.RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", 30, minimum=1, maximum=36500)
-        self.RUN_RETENTION_PER_JOB = env.int("RUN_RETENTION_PER_JOB", 1000, minimum=1, maximum=10_000_000)
-        # A run still going after this long is flagged overrunning (0: only when a recurring
-        # job's run outlasts the gap to its next fire time).
-        self.RUN_OVERRUN_SECONDS = env.number("RUN_OVERRUN_SECONDS", 0, minimum=0, maximum=86400 * 365)
-        self.DB_AUTO_UPGRADE = env.bool("DB_AUTO_UPGRADE", True)
-        self.METRICS_ENABLED = env.bool("METRICS_ENABLED", True)
-        self.METRICS_REQUIRE_TOKEN = env.bool("METRICS_REQUIRE_TOKEN", True)
         self.LOG_LEVEL = env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
         self.LOG_FORMAT = env.choice("LOG_FORMAT", "text", ("text", "json"))
 
@@ -233,23 +184,3 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         environ = os.environ
     name = Env(environ).choice("JOBSERVICE_ENV", "development", tuple(CONFIGS))
     return CONFIGS[name](environ)
-
-
-def check(config: Mapping[str, Any]) -> None:
-    """Rules that span settings, checked after test or app overrides are applied."""
-    token = config.get("SCHEDULER_API_TOKEN")
-    if config.get("ENV_NAME") == "production" and config.get("SCHEDULER_API_ENABLED"):
-        if not token:
-            raise ConfigError(
-                "SCHEDULER_API_TOKEN must be set in production while SCHEDULER_API_ENABLED "
-                "is on: the API can add and run jobs"
-            )
-        if len(token) < 16:
-            raise ConfigError("SCHEDULER_API_TOKEN must be at least 16 characters in production")
-    if config.get("SCHEDULER_JOBSTORES"):
-        raise ConfigError(
-            "SCHEDULER_JOBSTORES is not supported: jobs are kept in DATABASE_URL, which every process shares"
-        )
-    prefix = config.get("SCHEDULER_API_PREFIX") or ""
-    if prefix and not prefix.startswith("/"):
-        raise ConfigError(f"SCHEDULER_API_PREFIX must start with '/', got {prefix!r}")

@@ -2,9 +2,10 @@
 
 import argparse
 
+from config import load_config
 from jobservice import create_app
 
-app = create_app()
+app = create_app(load_config())
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve jobservice with the development server.")

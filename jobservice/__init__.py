@@ -1,33 +1,16 @@
-"""jobservice: a Flask job service with one active scheduler across workers and hosts."""
+"""jobservice: one active scheduler for a Flask app across workers and hosts, one run per fire time.
+
+from jobservice import JobService      # the extension, for your own app
+from jobservice import APScheduler     # Flask-APScheduler's interface, for code written for it
+from jobservice import create_app      # the standalone service (run.py)
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from flask import Flask
-
-import config
-
-from . import api, cli, database, health, logs, scheduler
+from .dropin import APScheduler
+from .errors import ConfigError
 from .runs import purge_runs, run_counts
+from .service import JobService
+from .standalone import create_app
 
-__all__ = ["create_app", "purge_runs", "run_counts"]
-
-
-def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, logging, database, scheduler, API, health.
-
-    `overrides` replace settings read from the environment (tests, embedding).
-    """
-    app = Flask(__name__, instance_relative_config=True)
-    app.config.from_object(config.load_config())
-    app.config.update(overrides or {})
-    config.check(app.config)
-    logs.init_app(app)
-    database.init_app(app)
-    scheduler.init_app(app)
-    api.init_app(app)
-    health.init_app(app)
-    cli.init_app(app)
-    return app
+__all__ = ["APScheduler", "ConfigError", "JobService", "create_app", "purge_runs", "run_counts"]

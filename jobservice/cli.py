@@ -1,7 +1,9 @@
-"""`flask --app run jobs|runs|scheduler ...`: the API's operations from a shell.
+"""`flask jobservice jobs|runs|scheduler|db ...`: the API's operations from a shell.
 
-Same store, same rules as the API; a CLI process never joins the leader election
-(it writes, then wakes the leader). Tables by default, `--json` for scripts.
+Same store, same rules as the API (the same `operations`); a CLI process never joins the
+leader election (it writes, then wakes the leader). Tables by default, `--json` for
+scripts. The group is `jobservice` so it never clashes with an app's own commands
+(`flask db` stays the app's); the standalone service also has them at the top level.
 
 Exit codes: 0 done; 1 the database (or another service) failed; 2 bad input or
 usage; 3 no such job; 4 conflict (the id is taken, or the job's row cannot be read);
@@ -22,24 +24,27 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import database
 from .errors import InvalidJob, ProtectedJob
 from .jobstore import BrokenJobError, StaleJobError
 from .models import STATUSES
+from .operations import ImportRefused
 from .payloads import dumps, job_payloads
 from .runs import RunFilter, list_runs
-from .scheduler import JobService, current_service
-from .transfer import ImportRefused, export_jobs, import_jobs
+from .runtime import Runtime, current_runtime
+from .transfer import export_jobs, import_jobs
 
 EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_REFUSED = 1, 2, 3, 4, 5
 
+jobservice_cli = AppGroup("jobservice", help="jobservice: jobs, runs, the cluster, and its own tables.")
 jobs_cli = AppGroup("jobs", help="List, inspect and change jobs.")
 scheduler_cli = AppGroup("scheduler", help="The cluster: who leads, pause and resume processing.")
+db_cli = AppGroup("db", help="jobservice's own tables (never the app's own migrations).")
+COMMANDS = (jobs_cli, scheduler_cli, db_cli)
 
 
 def init_app(app: Flask) -> None:
-    app.cli.add_command(jobs_cli)
-    app.cli.add_command(scheduler_cli)
-    app.cli.add_command(runs_command)
+    app.cli.add_command(jobservice_cli)
 
 
 @contextmanager
@@ -107,7 +112,7 @@ def read_json(source: str) -> Any:
 
 def job_table(jobs: list[dict[str, Any]]) -> None:
     rows = []
-    stored = current_service().store.lookup_many([job["id"] for job in jobs])
+    stored = current_runtime().store.lookup_many([job["id"] for job in jobs])
     triggers = {job_id: str(job.trigger) for job_id, job in stored.items()}
     for job in jobs:
         last = job["last_run"]
@@ -133,7 +138,7 @@ def job_table(jobs: list[dict[str, Any]]) -> None:
 def list_jobs(limit: int | None, offset: int, as_json: bool) -> None:
     """List jobs in the order of their next run (paused last)."""
     with failures():
-        service = current_service()
+        service = current_runtime()
         jobs = service.store.page(limit, offset) if limit else service.store.entries()
         output(job_payloads(service, jobs), as_json, job_table)
 
@@ -144,7 +149,7 @@ def list_jobs(limit: int | None, offset: int, as_json: bool) -> None:
 def show_job(job_id: str, as_json: bool) -> None:
     """Show one job."""
     with failures():
-        service = current_service()
+        service = current_runtime()
         entry = service.store.lookup_entry(job_id)
         if entry is None:
             raise JobLookupError(job_id)
@@ -162,28 +167,26 @@ def add_job(definition: str, as_json: bool) -> None:
                                "trigger": "cron", "hour": 6}'
     """
     with failures():
-        service = current_service()
-        spec = service.rules.new_job(read_json(definition))
-        service.scheduler.add_job(**spec)
-        service.notify()
-        output(job_payloads(service, [_job(service, spec["id"])])[0], as_json, lambda job: _fields(job))
+        service = current_runtime()
+        job = service.operations.add(read_json(definition))
+        output(job_payloads(service, [_job(service, job.id)])[0], as_json, lambda job: _fields(job))
 
 
-def job_action(name: str, help_text: str, act: Callable[[JobService, str], None]) -> None:
+def job_action(name: str, help_text: str, act: Callable[[Runtime, str], None]) -> None:
     @jobs_cli.command(name, help=help_text)
     @click.argument("job_id")
     def command(job_id: str) -> None:
         with failures():
-            service = current_service()
-            act(service, job_id)
-            service.notify()
+            act(current_runtime(), job_id)
             click.echo(f"{job_id}: {name} done")
 
 
-job_action("pause", "Pause a job (on every process).", lambda s, i: s.scheduler.pause_job(i))
-job_action("resume", "Resume a paused job.", lambda s, i: s.scheduler.resume_job(i))
-job_action("run", "Run a job now (the leader runs it; this returns at once).", lambda s, i: s.request_run(i))
-job_action("remove", "Remove a job.", lambda s, i: s.scheduler.remove_job(i))
+job_action("pause", "Pause a job (on every process).", lambda s, i: s.operations.pause(i))
+job_action("resume", "Resume a paused job.", lambda s, i: s.operations.resume(i))
+job_action(
+    "run", "Run a job now (the leader runs it; this returns at once).", lambda s, i: s.operations.run_now(i)
+)
+job_action("remove", "Remove a job.", lambda s, i: s.operations.remove(i))
 
 
 @jobs_cli.command("export")
@@ -193,7 +196,7 @@ job_action("remove", "Remove a job.", lambda s, i: s.scheduler.remove_job(i))
 def export_command(path: str | None) -> None:
     """Write every job to one JSON file (the API's job form)."""
     with failures():
-        text = dumps(export_jobs(current_service()), indent=2)
+        text = dumps(export_jobs(current_runtime()), indent=2)
     if path is None:
         click.echo(text)
     else:
@@ -208,7 +211,7 @@ def import_command(source: str, replace: bool) -> None:
     """Import an export: SOURCE is a file path, or - for stdin. All jobs or none."""
     with failures():
         document = read_json(source if source == "-" else f"@{source}")
-        ids = import_jobs(current_service(), document, replace=replace)
+        ids = import_jobs(current_runtime(), document, replace=replace)
         click.echo(f"imported {len(ids)} jobs")
 
 
@@ -224,7 +227,7 @@ def import_command(source: str, replace: bool) -> None:
 def runs_command(job_id: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """Show runs, newest first."""
     with failures():
-        items = list_runs(current_service().engine, RunFilter(job_id=job_id, status=status), limit)
+        items = list_runs(current_runtime().engine, RunFilter(job_id=job_id, status=status), limit)
 
     def table(rows: list[dict[str, Any]]) -> None:
         print_table(
@@ -253,11 +256,11 @@ def runs_command(job_id: str | None, status: str | None, limit: int, as_json: bo
 def status_command(as_json: bool) -> None:
     """Who leads, with which fence and lease, whether processing is paused, the last pass."""
     with failures():
-        service = current_service()
+        service = current_runtime()
         state = service.cluster.snapshot()
         leader = service.leader()
         status = {
-            "state": "paused" if state["paused"] else "running",
+            "state": service.cluster.state(),
             "leader": leader.worker if leader else None,
             "fence": leader.fence if leader else None,
             "lease_seconds_left": service.lease_seconds_left(),
@@ -270,8 +273,9 @@ def status_command(as_json: bool) -> None:
 def cluster_action(name: str, paused: bool, help_text: str) -> None:
     @scheduler_cli.command(name, help=help_text)
     def command() -> None:
+        operations = current_runtime().operations
         with failures():
-            changed = current_service().set_paused(paused)
+            changed = operations.pause_cluster() if paused else operations.resume_cluster()
         click.echo(f"processing {'paused' if paused else 'resumed'}" + ("" if changed else " (already)"))
 
 
@@ -279,7 +283,7 @@ cluster_action("pause", True, "Pause processing on every process (persisted).")
 cluster_action("resume", False, "Resume processing on every process.")
 
 
-def _job(service: JobService, job_id: str) -> Any:
+def _job(service: Runtime, job_id: str) -> Any:
     job = service.store.lookup_job(job_id)
     if job is None:
         raise JobLookupError(job_id)
@@ -300,3 +304,36 @@ def _last_line(error: str | None) -> str:
     """The exception line of a traceback, which says what went wrong."""
     lines = (error or "").strip().splitlines()
     return lines[-1] if lines else ""
+
+
+# db: the service's own migrations ----------------------------------------------------
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply jobservice's migrations (its own tables and version table)."""
+    with failures():
+        database.upgrade(current_runtime().engine, revision)
+        click.echo(f"jobservice tables at {database.current_revision(current_runtime().engine)}")
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """The revision jobservice's tables are at."""
+    with failures():
+        revision = database.current_revision(current_runtime().engine)
+    click.echo(f"{revision} (head)" if revision == database.HEAD_REVISION else revision or "none")
+
+
+@db_cli.command("history")
+def db_history() -> None:
+    """jobservice's migrations, newest first."""
+    from alembic.script import ScriptDirectory
+
+    for script in ScriptDirectory(database.MIGRATIONS_DIR).walk_revisions():
+        click.echo(f"{script.revision}  {script.doc}")
+
+
+for _command in (*COMMANDS, runs_command):
+    jobservice_cli.add_command(_command)

@@ -1,4 +1,4 @@
-"""The database: engine options per backend, migrations, and a start-up lock between processes."""
+"""The database: the service's engine, per-backend options, migrations, a start-up lock between processes."""
 
 from __future__ import annotations
 
@@ -14,12 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import click
-from flask import Flask
 from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 
-from .extensions import db
 from .models import MYSQL
 
 logger = logging.getLogger(__name__)
@@ -29,7 +26,7 @@ MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
 VERSION_TABLE = "jobservice_alembic_version"
 #: The newest migration (a test keeps it equal to Alembic's head). Knowing it lets a
 #: serving process check the schema without importing Alembic (10 MiB per worker).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 STARTUP_LOCK_TIMEOUT_S = 120
 #: Connections beyond the job threads: scheduler, recorder, start gate, API threads.
 SPARE_CONNECTIONS = 10
@@ -37,44 +34,36 @@ SPARE_CONNECTIONS = 10
 SERVER_STATUS_IN_TRANS = 1
 
 
-def init_app(app: Flask) -> None:
-    """Bind Flask-SQLAlchemy, then bring the schema up to date if asked and needed."""
-    url = app.config.get("DATABASE_URL") or _default_sqlite_url(app)
-    app.config["SQLALCHEMY_DATABASE_URI"] = url
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-        **engine_options(url, _job_threads(app)),
-        **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
-    }
-    db.init_app(app)
-    if click.get_current_context(silent=True) is not None:
-        register_migrate(app)  # `flask db ...` needs Flask-Migrate bound to this app
-    with app.app_context():
-        configure_engine(db.engine)
-        if app.config["DB_AUTO_UPGRADE"] and current_revision() != HEAD_REVISION:
-            with startup_lock(db.engine, app.instance_path):
-                if current_revision() != HEAD_REVISION:  # another worker may have done it
-                    upgrade(app)
-
-
-def service_engine(app: Flask) -> Engine:
+def make_engine(url: str, lease_s: float, threads: int = SPARE_CONNECTIONS, **options: Any) -> Engine:
     """The service's own engine, for the job store, the run history and the cluster state.
 
-    Jobs use Flask-SQLAlchemy's (`db.session`), whose sessions may sit in a transaction as
-    long as the job likes. The service's never do: on MariaDB a session of this engine that
-    leaves a write transaction idle for a lease is ended by the server, so a leader frozen
-    in the middle of a fenced write (SIGSTOP, a paused VM) cannot hold its row locks, and
-    with them the next leader's fence, until it thaws.
+    Jobs use their app's own database session (its Flask-SQLAlchemy `db`, if it has one),
+    whose transactions may stay open as long as the job likes. The service's never do: on
+    MariaDB a session of this engine that leaves a write transaction idle for a lease is
+    ended by the server, so a leader frozen in the middle of a fenced write (SIGSTOP, a
+    paused VM) cannot hold its row locks, and with them the next leader's fence, until it
+    thaws.
     """
-    url = app.config["SQLALCHEMY_DATABASE_URI"]
-    # The app's options (with any of its own), sized for the service's threads, not the jobs'.
-    own = engine_options(url, threads=SPARE_CONNECTIONS)
-    options = {**app.config["SQLALCHEMY_ENGINE_OPTIONS"], **{k: v for k, v in own.items() if "pool" in k}}
-    engine = create_engine(url, **options)
+    engine = create_engine(url, **{**engine_options(url, threads), **options})
     configure_engine(engine)
     if engine.dialect.name in MYSQL:
-        limit_s = max(1, math.ceil(app.config["LEADER_LEASE_SECONDS"]))
+        limit_s = max(1, math.ceil(lease_s))
         event.listen(engine, "connect", functools.partial(_end_idle_writes, limit_s))
     return engine
+
+
+def default_sqlite_url(instance_path: str) -> str:
+    """The embedded default: a SQLite file in the app's instance folder."""
+    os.makedirs(instance_path, exist_ok=True)
+    return f"sqlite:///{os.path.join(instance_path, 'jobservice.sqlite3')}"
+
+
+def prepare_schema(engine: Engine, instance_path: str, auto_upgrade: bool) -> None:
+    """Bring the schema up to date if asked and needed, once across processes starting together."""
+    if auto_upgrade and current_revision(engine) != HEAD_REVISION:
+        with startup_lock(engine, instance_path):
+            if current_revision(engine) != HEAD_REVISION:  # another worker may have done it
+                upgrade(engine)
 
 
 def configure_engine(engine: Engine) -> None:
@@ -115,36 +104,43 @@ def engine_options(url: str, threads: int = 20) -> dict[str, Any]:
     return {"connect_args": {"timeout": 30}}
 
 
-def register_migrate(app: Flask) -> Any:
-    """Bind Flask-Migrate (and so import Alembic) only when migrations are wanted."""
-    from flask_migrate import Migrate
+def alembic_config(connection: Connection) -> Any:
+    """Alembic's configuration for the service's own migrations, on this connection.
 
-    return app.extensions.get("migrate") or Migrate(app, db, directory=MIGRATIONS_DIR)
+    Not Flask-Migrate, and not the app's own Alembic environment: the service's tables have
+    a version table of their own, so an app's migrations and these never meet.
+    """
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS_DIR)
+    config.attributes["connection"] = connection
+    return config
 
 
-def upgrade(app: Flask) -> None:
-    """Apply the shipped migrations (the same as `flask db upgrade`)."""
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply the shipped migrations (`flask jobservice db upgrade`)."""
     from alembic import command
 
-    register_migrate(app)
-    command.upgrade(app.extensions["migrate"].migrate.get_config(MIGRATIONS_DIR), "head")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
 
 
-def current_revision() -> str | None:
+def current_revision(engine: Engine) -> str | None:
     """The schema's revision, read without Alembic (None before the first migration)."""
-    with db.engine.connect() as conn:
+    with engine.connect() as conn:
         if not inspect(conn).has_table(VERSION_TABLE):
             return None
         return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
-def check_schema() -> None:
+def check_schema(engine: Engine) -> None:
     """Refuse to serve on a schema older than this release's migrations, saying what to run."""
-    current, head = current_revision(), HEAD_REVISION
+    current, head = current_revision(engine), HEAD_REVISION
     if current != head:
         raise SchemaOutOfDate(
             f"the database schema is at {current or 'nothing'}, this release needs {head}: "
-            "run `flask --app run db upgrade`, or set DB_AUTO_UPGRADE=true"
+            "run `flask jobservice db upgrade`, or set JOBSERVICE_DB_AUTO_UPGRADE (DB_AUTO_UPGRADE)"
         )
 
 
@@ -187,17 +183,6 @@ def startup_lock(engine: Engine, instance_path: str) -> Iterator[None]:
             yield
         finally:
             os.close(fd)  # closing releases the lock
-
-
-def _job_threads(app: Flask) -> int:
-    default = (app.config.get("SCHEDULER_EXECUTORS") or {}).get("default", {})
-    workers = default.get("max_workers", 20) if isinstance(default, dict) else 20
-    return workers if isinstance(workers, int) and workers > 0 else 20
-
-
-def _default_sqlite_url(app: Flask) -> str:
-    os.makedirs(app.instance_path, exist_ok=True)
-    return f"sqlite:///{os.path.join(app.instance_path, 'jobservice.sqlite3')}"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

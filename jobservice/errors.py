@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it and what it expects."""
+
+
 class InvalidJob(ValueError):
     """A job definition breaks a rule; `field` names the offending field, if one does."""
 

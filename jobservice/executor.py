@@ -46,6 +46,10 @@ from .startgate import StartGate
 logger = logging.getLogger(__name__)
 
 
+class JobRefused(Exception):
+    """A stored job's function is outside the job packages: it is never called."""
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """What a job can know about the run it is part of (`flask.g.jobservice_run`)."""
@@ -66,6 +70,7 @@ class AppContextExecutor(BasePoolExecutor):
         recorder: Recorder,
         heartbeat: Heartbeat,
         fence: Callable[[], int | None],
+        refused: Callable[[str], str | None] = lambda func_ref: None,
         on_fenced_out: Callable[[FencedOut], None] = lambda exc: None,
         max_workers: int = 20,
         overrun_s: float | None = None,
@@ -73,6 +78,8 @@ class AppContextExecutor(BasePoolExecutor):
         super().__init__(
             concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="jobservice-job")
         )
+        self.max_workers = max_workers
+        self._refused = refused
         self.app = app
         self.ledger = ledger
         self.gate = StartGate(ledger)
@@ -83,6 +90,14 @@ class AppContextExecutor(BasePoolExecutor):
         self._on_fenced_out = on_fenced_out
         self._inflight: set[RunKey] = set()
         self._inflight_lock = threading.Lock()
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's pool threads and locks are not ours."""
+        self._lock = threading.RLock()
+        self._inflight_lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self.max_workers, thread_name_prefix="jobservice-job"
+        )
 
     def inflight(self) -> frozenset[RunKey]:
         """Runs handed to the pool that have not yet started or been dropped."""
@@ -171,6 +186,9 @@ class AppContextExecutor(BasePoolExecutor):
             with self.app.app_context():
                 g.jobservice_run = RunInfo(key.job_id, key.scheduled_at, key.trigger, claim.fence)
                 try:
+                    refused = self._refused(job.func_ref)
+                    if refused is not None:  # a row the API would not have written
+                        raise JobRefused(f"not run: {refused}")
                     retval = ref_to_obj(job.func_ref)(*job.args, **job.kwargs)
                 except BaseException as exc:
                     error, formatted = exc, traceback.format_exc()

@@ -8,15 +8,17 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics
-from .api.auth import has_valid_token, require_token
+from .api import errors
+from .api.auth import authorized, require_auth
 from .models import utcnow
 from .runs import overrunning_runs, recently_skipped
-from .scheduler import JobService, current_service
+from .runtime import Runtime, current_runtime
+from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +28,15 @@ STALE_PASS_LEASES = 2
 SKIPPED_WINDOW_S = 600
 
 
-def init_app(app: Flask) -> None:
-    bp = Blueprint("monitoring", __name__)
-    bp.get("/health")(health)
-    if app.config["METRICS_ENABLED"]:
+def init_app(app: Flask, settings: Settings) -> None:
+    """GET /health and GET /metrics, each if enabled (the standalone service enables both)."""
+    if not (settings.health_enabled or settings.metrics_enabled):
+        return
+    bp = Blueprint("jobservice", __name__)
+    errors.register(bp)
+    if settings.health_enabled:
+        bp.get("/health")(health)
+    if settings.metrics_enabled:
         metrics.forget_dead_processes()
         bp.get("/metrics")(prometheus_metrics)
     app.register_blueprint(bp)
@@ -38,17 +45,18 @@ def init_app(app: Flask) -> None:
 def health() -> tuple[Response, int]:
     """200 while the database answers (status ok or degraded), 503 when it does not.
 
-    With SCHEDULER_API_TOKEN set, a request without the token gets the status alone: the
-    load balancer needs only that, and the rest (who leads, which jobs hang) is the operator's.
+    With credentials configured (SCHEDULER_API_TOKEN, SCHEDULER_AUTH), a request without
+    them gets the status alone: the load balancer needs only that, and the rest (who leads,
+    which jobs hang) is the operator's.
     """
-    body = _report(current_service())
+    body = _report(current_runtime())
     code = 503 if body["status"] == "error" else 200
-    if not has_valid_token():
+    if not authorized():
         return jsonify(status=body["status"]), code
     return jsonify(body), code
 
 
-def _report(service: JobService) -> dict[str, Any]:
+def _report(service: Runtime) -> dict[str, Any]:
     body: dict[str, Any] = {
         "role": service.role,
         "database": _database(service),
@@ -76,7 +84,7 @@ def _report(service: JobService) -> dict[str, Any]:
         if state["last_pass_at"] is not None:
             body["seconds_since_last_pass"] = round(metrics.seconds_since(state["last_pass_at"]), 3)
         body["jobs"] = service.store.count()
-        body["reasons"] = _degraded(service, body, paused=state["paused"])
+        body["reasons"] = _degraded(service, body, paused=state["paused"] or state["stopped"])
     except SQLAlchemyError as exc:  # it went away after the first check
         logger.warning("Health: database unreachable (%s)", exc.__class__.__name__)
         body.update(database="unreachable", status="error", reasons=["the database is unreachable"])
@@ -85,7 +93,7 @@ def _report(service: JobService) -> dict[str, Any]:
     return body
 
 
-def _degraded(service: JobService, body: dict[str, Any], paused: bool) -> list[str]:
+def _degraded(service: Runtime, body: dict[str, Any], paused: bool) -> list[str]:
     """Why this deployment is not fully well: each reason a sentence an operator can act on."""
     reasons = []
     if body["redis"] == "unreachable":
@@ -112,11 +120,12 @@ def _degraded(service: JobService, body: dict[str, Any], paused: bool) -> list[s
 
 def prometheus_metrics() -> Response:
     """Prometheus text format; behind the API token when METRICS_REQUIRE_TOKEN is on."""
-    if current_app.config["METRICS_REQUIRE_TOKEN"]:
-        refused = require_token()
+    runtime = current_runtime()
+    if runtime.settings.metrics_require_token:
+        refused = require_auth()
         if refused is not None:
             return refused
-    payload, content_type = metrics.exposition(current_service())
+    payload, content_type = metrics.exposition(runtime)
     return Response(payload, content_type=content_type)
 
 
@@ -124,7 +133,7 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _database(service: JobService) -> str:
+def _database(service: Runtime) -> str:
     try:
         with service.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -134,7 +143,7 @@ def _database(service: JobService) -> str:
     return "ok"
 
 
-def _redis(service: JobService) -> str:
+def _redis(service: Runtime) -> str:
     if service.redis is None:
         return "not configured"
     try:

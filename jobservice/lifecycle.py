@@ -18,24 +18,21 @@ import weakref
 from typing import TYPE_CHECKING
 
 import click
-from flask import Flask
 from flask.helpers import get_debug_flag
 from werkzeug.serving import is_running_from_reloader
 
 if TYPE_CHECKING:
-    from .scheduler import JobService
+    from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-_services: weakref.WeakSet[JobService] = weakref.WeakSet()
+_services: weakref.WeakSet[Runtime] = weakref.WeakSet()
 _hooks_installed = False
 _forking_from_main_thread = False
 
 
-def joins_election(app: Flask) -> bool:
-    """True for serving processes; False for `flask <command>` and the reloader's watcher."""
-    if not app.config["SCHEDULER_AUTOSTART"]:
-        return False
+def is_serving() -> bool:
+    """True in serving processes; False for `flask <command>` and the reloader's watcher."""
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return True  # gunicorn, python run.py, a WSGI server
@@ -48,7 +45,7 @@ def joins_election(app: Flask) -> bool:
     return not reload or is_running_from_reloader()
 
 
-def register(service: JobService) -> None:
+def register(service: Runtime) -> None:
     """Track a started service for fork and exit handling."""
     global _hooks_installed
     _services.add(service)

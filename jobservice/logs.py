@@ -41,13 +41,13 @@ def init_app(app: Flask) -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig()
-    if app.config["LOG_FORMAT"] == "json":
+    if app.config.get("LOG_FORMAT", "text") == "json":
         for handler in root.handlers:
             handler.setFormatter(JsonFormatter())
     elif not app.config.get("TESTING"):
         for handler in root.handlers:
             if handler.formatter is None or handler.formatter._fmt == logging.BASIC_FORMAT:
                 handler.setFormatter(logging.Formatter(TEXT_FORMAT))
-    logging.getLogger("jobservice").setLevel(app.config["LOG_LEVEL"])
+    logging.getLogger("jobservice").setLevel(app.config.get("LOG_LEVEL", "INFO"))
     # Alembic announces each of its plugins at INFO on every start-up.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -44,7 +44,7 @@ from .models import SCHEDULED, utcnow  # noqa: E402
 from .runs import overrunning_runs  # noqa: E402
 
 if TYPE_CHECKING:
-    from .scheduler import JobService
+    from .runtime import Runtime
 
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 DURATION_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
@@ -76,7 +76,7 @@ LEADERSHIP_CHANGES = Counter("jobservice_leadership_changes", "Changes of role i
 _FILE_PID = re.compile(r"_(\d+)\.db$")
 
 
-def exposition(service: JobService) -> tuple[bytes, str]:
+def exposition(service: Runtime) -> tuple[bytes, str]:
     """Every worker's numbers summed, plus the cluster's own, in Prometheus text format."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
@@ -124,7 +124,7 @@ class ClusterCollector(Collector):
     """Values that belong to the cluster, not to a process: read when scraped, each source
     on its own, so an outage of one leaves the others (and says so)."""
 
-    def __init__(self, service: JobService) -> None:
+    def __init__(self, service: Runtime) -> None:
         self.service = service
 
     def collect(self) -> Iterator[Metric]:

@@ -1,4 +1,8 @@
-"""The tables the service keeps. Alembic migrations in `migrations/` create them."""
+"""The tables the service keeps. Alembic migrations in `migrations/` create them.
+
+Plain SQLAlchemy, with a MetaData of the service's own: jobservice never takes the
+Flask-SQLAlchemy instance (or the Alembic environment) of the app it runs in.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    MetaData,
     String,
+    Table,
     Text,
     Unicode,
     UniqueConstraint,
@@ -22,9 +28,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from .extensions import db
+# Named constraints, so Alembic can alter them the same way on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
 
 MYSQL = ("mysql", "mariadb")
 #: Job ids are case- and space-sensitive, as in APScheduler; MySQL's default
@@ -73,8 +93,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 #: APScheduler's job table, plus `version` for optimistic concurrency between processes.
-jobs_table = db.Table(
+jobs_table = Table(
     "apscheduler_jobs",
+    metadata,
     # 191 = max key length in MySQL for InnoDB/utf8mb4 tables (as in APScheduler).
     Column("id", Unicode(191), primary_key=True),
     Column("next_run_time", Double, index=True),
@@ -85,7 +106,7 @@ jobs_table = db.Table(
 )
 
 
-class JobRun(db.Model):  # type: ignore[name-defined]
+class JobRun(Base):
     """One fire of a job: claimed before it starts, so each fire time runs at most once."""
 
     __tablename__ = "jobservice_runs"
@@ -117,8 +138,8 @@ class JobRun(db.Model):  # type: ignore[name-defined]
     job_state = Column(LargeBinary().with_variant(mysql.LONGBLOB(), *MYSQL))
 
 
-class ClusterState(db.Model):  # type: ignore[name-defined]
-    """One row: the cluster's identity and whether processing is paused everywhere."""
+class ClusterState(Base):
+    """One row: the cluster's identity, and whether processing is paused or shut down everywhere."""
 
     __tablename__ = "jobservice_cluster"
     __table_args__ = MYSQL_TABLE_ARGS
@@ -126,6 +147,8 @@ class ClusterState(db.Model):  # type: ignore[name-defined]
     id = Column(Integer, primary_key=True)
     cluster_id = Column(String(36), nullable=False)
     paused = Column(Boolean, nullable=False, default=False)
+    #: Shut down (Flask-APScheduler's `running` false); a paused cluster is still running.
+    stopped = Column(Boolean, nullable=False, default=False, server_default=text("0"))
     #: The highest fencing number handed out: a floor for the next one.
     fence = Column(BigInteger, nullable=False, default=0, server_default=text("0"))
     #: When that fence was recorded: from then on the database refuses lower fences.
@@ -135,7 +158,7 @@ class ClusterState(db.Model):  # type: ignore[name-defined]
     updated_at = Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
 
 
-class DeclaredJob(db.Model):  # type: ignore[name-defined]
+class DeclaredJob(Base):
     """Jobs that come from JOBS in config.py, with a fingerprint of their definition."""
 
     __tablename__ = "jobservice_declared_jobs"

@@ -14,12 +14,12 @@ from .jobstore import BrokenJob, Entry
 from .runs import last_runs
 
 if TYPE_CHECKING:
-    from .scheduler import JobService
+    from .runtime import Runtime
 
 LAST_RUN_CHUNK = 1000
 
 
-def job_payloads(service: JobService, jobs: Sequence[Job | Entry]) -> list[dict[str, Any]]:
+def job_payloads(service: Runtime, jobs: Sequence[Job | Entry]) -> list[dict[str, Any]]:
     """Flask-APScheduler's job JSON, plus `last_run` (status and times, or null). A row
     that cannot be read shows as its id, next run time and `error`."""
     latest: dict[str, dict[str, Any]] = {}

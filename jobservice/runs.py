@@ -15,6 +15,8 @@ from .models import ACTIVE, OVERRUNNING, SKIPPED, JobRun, utcnow
 
 runs = JobRun.__table__
 PURGE_BATCH = 5000
+#: Where the app keeps its jobservice Runtime (runtime.EXTENSION; this module is below it).
+EXTENSION = "jobservice"
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def recently_skipped(engine: Engine, since: datetime, limit: int = MAX_REASONS) 
 
 def run_counts(since: datetime, until: datetime | None = None) -> dict[str, int]:
     """How many runs scheduled in [since, until) ended in each status. Call inside an app context."""
-    engine = current_app.extensions["jobservice"].engine
+    engine = current_app.extensions[EXTENSION].engine
     query = select(runs.c.status, func.count()).where(runs.c.scheduled_at >= since).group_by(runs.c.status)
     if until is not None:
         query = query.where(runs.c.scheduled_at < until)
@@ -139,19 +141,24 @@ def run_counts(since: datetime, until: datetime | None = None) -> dict[str, int]
 
 
 def purge_runs(older_than_days: int | None = None) -> int:
-    """Delete finished runs older than this many days (default RUN_RETENTION_DAYS).
+    """Delete finished runs older than this many days (default JOBSERVICE_RUN_RETENTION_DAYS).
 
     Deletes in batches so a large purge never holds long locks. Call inside an app context.
     """
-    days = older_than_days if older_than_days is not None else current_app.config["RUN_RETENTION_DAYS"]
+    days = (
+        older_than_days
+        if older_than_days is not None
+        else current_app.extensions[EXTENSION].settings.retention_days
+    )
     cutoff = utcnow() - timedelta(days=days)
     return _delete_in_batches(runs.c.scheduled_at < cutoff)
 
 
 def trim_runs(keep_per_job: int | None = None) -> int:
-    """Keep only the newest `keep_per_job` runs of each job (default RUN_RETENTION_PER_JOB)."""
-    keep = keep_per_job if keep_per_job is not None else current_app.config["RUN_RETENTION_PER_JOB"]
-    engine = current_app.extensions["jobservice"].engine
+    """Keep only the newest `keep_per_job` runs of each job (default JOBSERVICE_RUN_RETENTION_PER_JOB)."""
+    runtime = current_app.extensions[EXTENSION]
+    keep = keep_per_job if keep_per_job is not None else runtime.settings.retention_per_job
+    engine = runtime.engine
     crowded = select(runs.c.job_id).group_by(runs.c.job_id).having(func.count() > keep)
     with engine.connect() as conn:
         job_ids = list(conn.execute(crowded).scalars())
@@ -173,7 +180,7 @@ def trim_runs(keep_per_job: int | None = None) -> int:
 
 def _delete_in_batches(*conditions: Any) -> int:
     """Delete finished runs matching the conditions, a batch per transaction."""
-    engine = current_app.extensions["jobservice"].engine
+    engine = current_app.extensions[EXTENSION].engine
     total = 0
     while True:
         ids = select(runs.c.id).where(*conditions, runs.c.status.not_in(ACTIVE)).limit(PURGE_BATCH)

@@ -1,334 +1,388 @@
-"""Scheduler set-up: the store, the executor, job defaults, config jobs, and the leader switch.
+"""APScheduler's BackgroundScheduler, changed to share one job store safely.
 
-Every process gets a JobService whose scheduler is in standby (the store is live,
-so API writes on any worker reach it). Serving processes also join the election;
-the one holding the lease processes due jobs.
+* Standby: `start()` makes the store live (API writes reach it) without a thread;
+  the processing thread starts with the process's runtime, and a pass only does
+  anything while `fence()` says this process leads.
+* A pass is batched: one query for due jobs, one statement to claim their fire
+  times, one transaction to advance them, instead of a transaction per job.
+* A database error anywhere in a pass is logged and retried; the thread lives on.
+* After `shutdown()` no further pass runs, and a run that could not be handed to
+  the executor is neither advanced nor lost: its claim waits for the next leader.
+* A pass is fenced: it records this leader's fence before its first write, and the
+  database refuses its writes once a newer leader recorded a higher one (FencedOut),
+  upon which this process steps down.
+* The claim of a job's last fire keeps the job's definition, so whoever adopts the run
+  can start it although the store deletes the job when advancing it.
+* The service's own jobs (`jobservice-*`) can be paused and resumed, not changed or
+  removed (ProtectedJob), except as the service declares them (`update_declared`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
-import os
 import threading
 import time
-import zoneinfo
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-import redis
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.base import STATE_RUNNING
-from flask import Flask, current_app
-from sqlalchemy.exc import SQLAlchemyError
+from apscheduler.events import (
+    EVENT_JOB_ADDED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MODIFIED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.executors.base import MaxInstancesReachedError
+from apscheduler.job import Job
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
 
-from config import ConfigError
-
-from . import lifecycle, maintenance, metrics
-from .bus import RELEASED, WAKEUP, Bus, FileBus, RedisBus
-from .cluster_scheduler import IDLE_RESCAN_S, ClusterScheduler
-from .compat import FlaskScheduler
-from .database import check_schema, service_engine, startup_lock
-from .declared import Reconciled, parse_declared, reconcile
+from . import metrics
+from .errors import ProtectedJob
 from .executor import AppContextExecutor
-from .extensions import db
 from .fencing import FencedOut
-from .jobdefs import JobRules
-from .jobstore import ClusterJobStore
-from .leadership import Elector
-from .leases import FileLease, LeaderInfo, Lease, RedisLease
-from .ledger import RunKey, RunLedger
-from .liveness import Heartbeat, Sweeper
-from .recorder import Recorder
-from .state import Cluster
+from .jobstore import ClusterJobStore, StaleJobError, StoredJob
+from .ledger import Claim, RunKey, RunLedger
+from .liveness import Sweeper
+from .models import MISSED, SCHEDULED, SKIPPED
+from .rules import SERVICE_JOB_PREFIX
 
 logger = logging.getLogger(__name__)
 
-EXTENSION = "jobservice"
-MAX_WORKERS_LIMIT = 1000
-#: Processes touch their runs in progress this many times per lease...
-BEATS_PER_LEASE = 2
-#: ...and the leader closes a run whose heartbeat stopped for this many leases. More than
-#: the three leases of a frozen process the tests thaw, so a short freeze is survived.
-DEAD_AFTER_LEASES = 5
+#: Re-scan at least this often (the service passes less than a lease): catches lost
+#: wake-ups and orphaned claims, and shows in /health that the leader is processing.
+IDLE_RESCAN_S = 5.0
+#: After a failed pass (database down), try again this soon.
+RETRY_S = 1.0
+#: A job is re-read and its change re-applied this many times if others keep writing it.
+MODIFY_ATTEMPTS = 5
+#: Fire times computed per job and pass; past this a long outage is coalesced anyway.
+MAX_RUN_TIMES = 1000
+#: Due jobs read, claimed and handed out per step of a pass.
+DUE_CHUNK = 100
+#: Pass as next_run_time to modify_job: recompute it from the trigger, keeping a pause.
+RESCHEDULE = object()
 
 
-class JobService:
-    """One app's scheduling: a standby scheduler, and its part in the leader election."""
+class ClusterScheduler(BackgroundScheduler):
+    """Processes due jobs only while this process holds the leader lease."""
 
-    def __init__(self, app: Flask) -> None:
-        config = app.config
-        self.engine = engine = service_engine(app)
-        self.app = app
-        self.pid = os.getpid()
-        self.lease_s: float = config["LEADER_LEASE_SECONDS"]
-        self.redis_url: str | None = config["REDIS_URL"]
-        self.timezone = zoneinfo.ZoneInfo(config["SCHEDULER_TIMEZONE"])
-        self.store = ClusterJobStore(engine)
-        self.ledger = RunLedger(engine)
-        self.recorder = Recorder(engine)
-        self.cluster = Cluster(engine)
-        self.rules = JobRules(config["JOB_PACKAGES"], self.timezone, executors=("default",))
-        context = self._declared_context(config)
-        self.declared = {
-            **parse_declared(self.rules, config.get("JOBS") or [], context),
-            **parse_declared(self._builtin_rules(), [maintenance.DEFINITION], context),
-        }
-        self.max_workers = _max_workers(config.get("SCHEDULER_EXECUTORS") or {})
-        beat_s = self.lease_s / BEATS_PER_LEASE
-        self.heartbeat = Heartbeat(engine, beat_s, metrics.run_overrunning)
-        self.executor = AppContextExecutor(
-            app,
-            self.ledger,
-            self.recorder,
-            self.heartbeat,
-            self.fence,
-            on_fenced_out=self._fenced_out,
-            max_workers=self.max_workers,
-            overrun_s=config.get("RUN_OVERRUN_SECONDS") or None,
+    def __init__(
+        self,
+        *,
+        ledger: RunLedger,
+        sweeper: Sweeper,
+        fence: Callable[[], int | None],
+        record_fence: Callable[[int], None],
+        on_fenced_out: Callable[[FencedOut], None],
+        cluster_paused: Callable[[], bool],
+        on_pass: Callable[[], None] = lambda: None,
+        idle_rescan_s: float = IDLE_RESCAN_S,
+        **options: Any,
+    ) -> None:
+        self._ledger = ledger
+        self._sweeper = sweeper
+        self._fence = fence
+        self._record_fence = record_fence
+        self._on_fenced_out = on_fenced_out
+        self._recorded_fence: int | None = None
+        self._cluster_paused = cluster_paused
+        self._on_pass = on_pass
+        self._idle_rescan_s = idle_rescan_s
+        self._failed_passes = 0
+        self._healthy_since: float | None = None
+        self._processing = False
+        super().__init__(**options)
+
+    # Standby and the processing thread ------------------------------------------
+
+    def start(self, paused: bool = True) -> None:  # type: ignore[override]
+        """Start executors and the store, paused and without a thread (standby)."""
+        if self._event is None or self._event.is_set():
+            self._event = threading.Event()
+        BaseScheduler.start(self, paused=True)
+
+    def start_processing(self) -> None:
+        """Start the thread that runs passes while this process leads."""
+        self._processing = True
+        self._thread = threading.Thread(
+            target=self._main_loop, name="jobservice-scheduler", daemon=self._daemon
         )
-        self._last_pass_recorded = 0.0
-        self.scheduler = ClusterScheduler(
-            ledger=self.ledger,
-            sweeper=Sweeper(engine, beat_s, DEAD_AFTER_LEASES * self.lease_s),
-            fence=self.fence,
-            record_fence=self.cluster.record_fence,
-            on_fenced_out=self._fenced_out,
-            cluster_paused=self.cluster.paused,
-            on_pass=self._passed,
-            idle_rescan_s=min(IDLE_RESCAN_S, self.lease_s),
-            timezone=self.timezone,
-            job_defaults=dict(config["SCHEDULER_JOB_DEFAULTS"]),
-            jobstores={"default": self.store},
-            executors={"default": self.executor},
-        )
-        self.scheduler.start()  # standby: the store is live, nothing is processed
-        self.elector: Elector | None = None
-        self.started = False
-        self.should_restart_after_fork = False
-        self._redis: redis.Redis | None = None
-        self._connections: tuple[Lease, Bus] | None = None
-
-    # Roles ----------------------------------------------------------------------
-
-    def fence(self) -> int | None:
-        """Our fencing number while this process leads, else None."""
-        return self.elector.fence() if self.elector is not None else None
-
-    @property
-    def role(self) -> str:
-        return "leader" if self.fence() is not None else "follower"
-
-    def leader(self) -> LeaderInfo | None:
-        """The current leader, or None if nobody leads or the lease cannot be read."""
-        try:
-            return self.lease.leader()
-        except (redis.RedisError, OSError, SQLAlchemyError) as exc:
-            logger.debug("Cannot read the leader: %s", exc.__class__.__name__)
-            return None
-
-    def notify(self) -> None:
-        """Tell the leader, wherever it runs, that jobs or the cluster state changed."""
-        if self.fence() is not None:
-            self.scheduler.wakeup()
-        self.bus.publish(WAKEUP)
-
-    def set_paused(self, paused: bool) -> bool:
-        """Pause or resume processing on every process; True if the state changed."""
-        changed = self.cluster.set_paused(paused)
-        if changed:
-            logger.info("Cluster %s", "paused" if paused else "resumed")
-            self.notify()
-        return changed
-
-    def request_run(self, job_id: str) -> RunKey:
-        """Queue a run-now of an existing job; the leader picks it up at once."""
-        if self.scheduler.get_job(job_id) is None:
-            raise JobLookupError(job_id)
-        key = self.ledger.request_manual(job_id)
-        self.notify()
-        return key
-
-    def reconcile(self) -> Reconciled:
-        """Bring JOBS from config.py into the store (once, under the start-up lock)."""
-        # On db.engine: the lock is held by a connection that idles while the others wait.
-        with startup_lock(db.engine, self.app.instance_path):
-            return reconcile(self.scheduler, self.engine, self.declared)
-
-    # Joining and leaving the election --------------------------------------------
-
-    def start(self) -> None:
-        """Campaign for the lease and process due jobs whenever this process leads."""
-        if self.started:
-            return
-        if self.redis_url is None and self.engine.dialect.name != "sqlite":
-            logger.warning(
-                "REDIS_URL is not set: leadership is per host (a file lock). Set REDIS_URL "
-                "when several hosts share this database."
-            )
-        self.pid = os.getpid()
-        self.started = True
-        self.elector = Elector(self.lease, self.lease_s, self._on_role_change)
-        self.recorder.start()
-        self.scheduler.start_processing()
-        self.bus.listen(self._on_message)
-        self.elector.start()
-        lifecycle.register(self)
-
-    def stop(self, forking: bool = False) -> None:
-        """Leave the election: stop processing, hand the lease over, write pending outcomes."""
-        if not self.started or self.elector is None:
-            return
-        self.started = False
-        self.should_restart_after_fork = forking
-        led = self.elector.fence() is not None
-        self.elector.stop(release=True)
-        if led:
-            self.bus.publish(RELEASED)
-        self.bus.close()
-        self.scheduler.stop_processing()
-        self.recorder.stop()
-
-    def close(self) -> None:
-        """Stop everything, for tests and tools that build several apps in one process."""
-        self.stop()
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
-        if self._connections is not None:
-            self._connections[0].close()
-        if self._redis is not None:
-            self._redis.close()
-        self.engine.dispose()
+        self._thread.start()
 
     def after_fork(self) -> None:
-        """In a forked child: nothing of the parent's threads, sockets or locks is usable."""
-        self.engine.dispose(close=False)
-        with self.app.app_context():
-            db.engine.dispose(close=False)
-        self.scheduler._jobstores_lock = threading.RLock()
-        self.scheduler._executors_lock = threading.RLock()
-        self.scheduler._listeners_lock = threading.RLock()
-        self.executor._lock = threading.RLock()
-        self.executor._pool = concurrent.futures.ThreadPoolExecutor(
-            self.max_workers, thread_name_prefix="jobservice-job"
-        )
-        self.recorder = self.executor.recorder = Recorder(self.engine)
-        self.heartbeat.after_fork()
-        self.started = False
-        self.elector = None
-        self.pid = os.getpid()
-        self._redis = None  # the parent's sockets are not ours
-        self._connections = None
+        """In a forked child: locks held by the parent's threads would never be released."""
+        self._jobstores_lock = threading.RLock()
+        self._executors_lock = threading.RLock()
+        self._listeners_lock = threading.RLock()
 
-    # Connections of this process, opened on first use -----------------------------
+    def stop_processing(self) -> None:
+        """Stop that thread; the store stays live for the API (standby)."""
+        self._processing = False
+        self._event.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
 
-    @property
-    def redis(self) -> redis.Redis | None:
-        """The shared Redis client (None without REDIS_URL)."""
-        if self._redis is None and self.redis_url is not None:
-            self._redis = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        return self._redis
+    def shutdown(self, wait: bool = True) -> None:
+        BaseScheduler.shutdown(self, wait)
+        self.stop_processing()
 
-    @property
-    def lease(self) -> Lease:
-        return self._open()[0]
+    def _main_loop(self) -> None:
+        wait_s: float | None = None
+        while self._processing and self.state != STATE_STOPPED:
+            self._event.wait(wait_s)
+            self._event.clear()
+            if not self._processing or self.state == STATE_STOPPED:
+                return  # APScheduler 3 makes one more pass here and advances jobs it cannot run
+            wait_s = self._process_jobs()
 
-    @property
-    def bus(self) -> Bus:
-        return self._open()[1]
+    # Writes from the API ---------------------------------------------------------
 
-    def _open(self) -> tuple[Lease, Bus]:
-        """The lease and the bus are named after the cluster id, which the database holds."""
-        if self._connections is None:
-            cluster_id = self.cluster.cluster_id
-            if self.redis is not None and self.redis_url is not None:
-                prefix = f"jobservice:{cluster_id}"
-                lease: Lease = RedisLease(self.redis_url, prefix, self.lease_s, self.cluster.fence_floor)
-                self._connections = (lease, RedisBus(self.redis, prefix))
-            else:
-                instance = Path(self.app.instance_path)
-                instance.mkdir(parents=True, exist_ok=True)
-                lease = FileLease(instance / f"leader-{cluster_id}.lock", self.cluster.fence_floor)
-                self._connections = (lease, FileBus(instance / f"events-{cluster_id}"))
-        return self._connections
+    def modify_job(self, job_id: str, jobstore: str | None = None, **changes: Any) -> Any:
+        """APScheduler's modify_job, re-applied to a fresh copy if another process wrote
+        the job meanwhile. `next_run_time=RESCHEDULE` computes it from the (new) trigger,
+        unless the job is paused in that fresh copy: a pause is never undone by an edit.
+        The service's own jobs only take pause and resume (a change of next_run_time)."""
+        if set(changes) - {"next_run_time"}:
+            _refuse_if_protected(job_id, "changed")
+        return self.update_declared(job_id, jobstore, **changes)
 
-    def lease_seconds_left(self) -> float | None:
-        """How long the current leader's lease lasts without renewal (None: no expiry or no leader)."""
-        if self.elector is not None and self.elector.fence() is not None:
-            return self.elector.seconds_left()
+    def update_declared(self, job_id: str, jobstore: str | None = None, **changes: Any) -> Any:
+        """modify_job for jobs the service declares (JOBS, and its own): no protection."""
+        for attempt in range(MODIFY_ATTEMPTS):
+            with self._jobstores_lock:
+                job, alias = self._lookup_job(job_id, jobstore)
+                applied = dict(changes)
+                if applied.get("next_run_time") is RESCHEDULE:
+                    trigger = applied.get("trigger", job.trigger)
+                    paused = job.next_run_time is None
+                    applied["next_run_time"] = (
+                        None if paused else trigger.get_next_fire_time(None, datetime.now(self.timezone))
+                    )
+                job._modify(**applied)
+                try:
+                    self._lookup_jobstore(alias).update_job(job)
+                except StaleJobError:
+                    if attempt == MODIFY_ATTEMPTS - 1:
+                        raise
+                    continue
+            break
+        self._dispatch_event(JobEvent(EVENT_JOB_MODIFIED, job_id, alias))
+        if self.state == STATE_RUNNING:
+            self.wakeup()
+        return job
+
+    def _real_add_job(self, job: Job, jobstore_alias: str, replace_existing: bool) -> None:
+        """Where APScheduler's add_job stores a job: replacing one of the service's own is refused."""
+        if replace_existing:
+            _refuse_if_protected(job.id, "replaced")
+        super()._real_add_job(job, jobstore_alias, replace_existing)
+
+    def remove_job(self, job_id: str, jobstore: str | None = None) -> None:
+        _refuse_if_protected(job_id, "removed")
+        super().remove_job(job_id, jobstore)
+
+    def remove_declared(self, job_id: str) -> None:
+        """remove_job for jobs the service declares (JOBS, and its own): no protection."""
+        super().remove_job(job_id)
+
+    def remove_all_jobs(self, jobstore: str | None = None) -> None:
+        """Remove every job but the service's own."""
+        with self._jobstores_lock:
+            self._jobstores["default"].remove_all_except(SERVICE_JOB_PREFIX)
+        if self.state == STATE_RUNNING:
+            self.wakeup()
+
+    def add_jobs(self, specs: list[dict[str, Any]], replace: bool = False) -> list[Job]:
+        """Add many jobs at once, all or none (APScheduler's add_job, one transaction)."""
+        if replace:
+            for spec in specs:
+                _refuse_if_protected(spec["id"], "replaced")
+        now = datetime.now(self.timezone)
+        jobs = []
+        for spec in specs:
+            fields = {k: v for k, v in spec.items() if k != "replace_existing"}
+            job = Job(self, **{"executor": "default", **fields})
+            defaults = {k: v for k, v in self._job_defaults.items() if not hasattr(job, k)}
+            if not hasattr(job, "next_run_time"):
+                defaults["next_run_time"] = job.trigger.get_next_fire_time(None, now)
+            job._modify(**defaults)
+            job._jobstore_alias = "default"
+            jobs.append(job)
+        self._jobstores["default"].add_many(jobs, replace=replace)
+        for job in jobs:
+            self._dispatch_event(JobEvent(EVENT_JOB_ADDED, job.id, "default"))
+        if self.state == STATE_RUNNING:
+            self.wakeup()
+        return jobs
+
+    # A pass -----------------------------------------------------------------------
+
+    def _process_jobs(self) -> float | None:
+        fence = self._fence()
+        if fence is None or self.state != STATE_RUNNING:
+            return None  # a follower waits for the elector's wake-up
         try:
-            return self.lease.seconds_left()
-        except (redis.RedisError, OSError, SQLAlchemyError):
+            wait_s = self._pass(fence)
+        except FencedOut as exc:
+            logger.warning("Scheduler pass refused by the database: %s; stepping down", exc)
+            self._on_fenced_out(exc)
             return None
+        except Exception as exc:
+            if self._failed_passes % 20 == 0:
+                logger.warning("Scheduler pass failed (%s); retrying in %.0fs", exc, RETRY_S, exc_info=True)
+            self._failed_passes += 1
+            self._healthy_since = None
+            return RETRY_S
+        if self._failed_passes:
+            logger.info("Scheduler passes succeed again after %d failures", self._failed_passes)
+            self._failed_passes = 0
+        return wait_s
 
-    def _passed(self) -> None:
-        """Record, at most every half lease, that the leader processed due jobs."""
-        now = time.monotonic()
-        if now - self._last_pass_recorded >= self.lease_s / 2:
-            self.cluster.record_pass()
-            self._last_pass_recorded = now
+    def _pass(self, fence: int) -> float:
+        store: ClusterJobStore = self._jobstores["default"]
+        if self._recorded_fence != fence:  # a new term
+            self._record_fence(fence)  # before any write under it: older fences are refused from now
+            self._recorded_fence = fence
+            self._healthy_since = None
+        if self._healthy_since is None:
+            self._healthy_since = time.monotonic()
+        now = datetime.now(self.timezone)
+        paused = self._cluster_paused()
+        if not paused:
+            # A chunk at a time: the first runs start before the last jobs are read, and
+            # a burst of thousands never holds them all in memory.
+            for due in store.due_chunks(now, DUE_CHUNK):
+                self._fire(due, now, fence, store)
+                if self._fence() != fence:
+                    break
+        self._adopt(fence, store)
+        for dead in self._sweeper.sweep(fence, time.monotonic() - self._healthy_since):
+            metrics.run_ended(dead.job_id, "failed", dead.trigger, None, None)
+            metrics.dead_run_closed()
+        next_run = None if paused else store.get_next_run_time()
+        self._on_pass()
+        if next_run is None:
+            return self._idle_rescan_s
+        return min(max((next_run - datetime.now(self.timezone)).total_seconds(), 0.0), self._idle_rescan_s)
 
-    def _on_role_change(self, fence: int | None, reason: str) -> None:
-        """Lead or stop leading. A new leader's first pass records its fence before it writes."""
-        metrics.leadership_changed(fence, reason)
-        if fence is None:
-            if self.scheduler.state == STATE_RUNNING:
-                self.scheduler.pause()
+    def _fire(self, due: list[StoredJob], now: datetime, fence: int, store: ClusterJobStore) -> None:
+        """Claim every due fire time in one statement, hand out what we won, advance the jobs."""
+        to_run: list[tuple[StoredJob, RunKey]] = []
+        missed: list[RunKey] = []
+        moves: list[tuple[StoredJob, datetime | None]] = []
+        saved: dict[RunKey, bytes] = {}
+        for job in due:
+            try:
+                run_times = self._run_times(job, now)
+                nxt = _next_fire_time(job, run_times[-1], now) if run_times else None
+            except Exception:
+                logger.exception("Cannot compute the fire times of job %s; leaving it alone", job.id)
+                store.skip(job)
+                continue
+            if not run_times:
+                continue
+            for run_time in run_times[-1:] if job.coalesce else run_times:
+                key = RunKey(job.id, SCHEDULED, run_time)
+                grace = job.misfire_grace_time
+                if grace is not None and now - run_time > timedelta(seconds=grace):
+                    missed.append(key)
+                    logger.warning("Run of %s at %s was missed by %s", job.id, run_time, now - run_time)
+                else:
+                    to_run.append((job, key))
+                    if nxt is None:  # its last fire: advancing deletes the job, the claim keeps it
+                        saved[key] = job.stored_state
+            moves.append((job, nxt))
+        if self._fence() != fence:
             return
-        self.scheduler.resume()
+        self._ledger.claim(missed, fence, MISSED, "Run time was missed by more than misfire_grace_time")
+        for key in missed:
+            metrics.run_ended(key.job_id, MISSED, key.trigger, None, None)
+        won = {claim.key: claim for claim in self._ledger.claim([k for _, k in to_run], fence, saved=saved)}
+        stuck: set[str] = set()
+        for job, key in to_run:
+            claim = won.get(key)
+            if claim is None:
+                logger.info(
+                    "Claim of %s at %s refused: already claimed, duplicate prevented",
+                    job.id,
+                    key.scheduled_at,
+                    extra={"job_id": job.id, "scheduled_at": key.scheduled_at, "fence": fence},
+                )
+                metrics.claims_refused(job.id)
+            elif not self._submit(job, claim):
+                stuck.add(job.id)
+        store.advance([(job, nxt) for job, nxt in moves if job.id not in stuck], fence)
 
-    def _fenced_out(self, exc: FencedOut) -> None:
-        """The database refused our fence: a newer leader exists, so stop leading at once."""
-        if self.elector is not None:
-            self.elector.step_down(exc.recorded)
+    def _adopt(self, fence: int, store: ClusterJobStore) -> None:
+        """Run what was claimed or requested but never started (run-now, a dead leader's runs)."""
+        executor: AppContextExecutor = self._lookup_executor("default")
+        inflight = executor.inflight()
+        candidates = [(key, claim) for key, claim in self._ledger.pending(fence) if key not in inflight]
+        claims = self._ledger.adopt(candidates, fence) if candidates else []
+        if not claims:
+            return
+        jobs = store.lookup_many(sorted({claim.key.job_id for claim in claims}))
+        gone = [claim.run_id for claim in claims if claim.key.job_id not in jobs]
+        saved = self._ledger.saved_jobs(gone) if gone else {}
+        for claim in claims:
+            job = jobs.get(claim.key.job_id)
+            if job is None and claim.run_id in saved:  # a last fire: the claim kept the job
+                job = store.restore_saved(claim.key.job_id, saved[claim.run_id])
+            if job is None:
+                self._ledger.miss(claim, "The job was removed before this run could start")
+                metrics.run_ended(claim.key.job_id, MISSED, claim.key.trigger, None, None)
+            elif not self._submit(job, claim):
+                return
 
-    def _on_message(self, message: str) -> None:
-        if message == RELEASED:
-            if self.elector is not None:
-                self.elector.poke()
-        elif self.fence() is not None:
-            self.scheduler.wakeup()
-
-    def _builtin_rules(self) -> JobRules:
-        """The service's own jobs live outside JOB_PACKAGES and are declared only by it."""
-        return JobRules(("jobservice.maintenance",), self.timezone, executors=("default",), service_jobs=True)
+    def _submit(self, job: StoredJob, claim: Claim) -> bool:
+        """Hand one claimed run to the executor; False if the executor is shut down."""
+        executor: AppContextExecutor = self._lookup_executor(job.executor)
+        try:
+            executor.submit_run(job, claim)
+        except MaxInstancesReachedError:
+            message = f"Skipped: {job.max_instances} instance(s) of this job already running"
+            self._ledger.miss(claim, message, SKIPPED)
+            logger.warning(
+                "Run of %s at %s skipped: %d instance(s) already running",
+                job.id,
+                claim.key.scheduled_at,
+                job.max_instances,
+                extra={"job_id": job.id, "scheduled_at": claim.key.scheduled_at, "status": SKIPPED},
+            )
+            metrics.run_ended(job.id, SKIPPED, claim.key.trigger, None, None)
+            event = EVENT_JOB_MAX_INSTANCES
+        except RuntimeError:  # the pool is shut down: leave the claim for the next leader
+            logger.info("Executor is shut down; run of %s left for the next leader", job.id)
+            return False
+        else:
+            event = EVENT_JOB_SUBMITTED
+        self._dispatch_event(JobSubmissionEvent(event, job.id, "default", [claim.key.scheduled_at]))
+        return True
 
     @staticmethod
-    def _declared_context(config: Mapping[str, Any]) -> dict[str, Any]:
-        """Settings a declared job's meaning depends on: a change re-applies it."""
-        return {"timezone": config["SCHEDULER_TIMEZONE"], "defaults": config["SCHEDULER_JOB_DEFAULTS"]}
+    def _run_times(job: StoredJob, now: datetime) -> list[datetime]:
+        """APScheduler's Job._get_run_times, bounded: a long outage must not stall the pass."""
+        run_times: list[datetime] = []
+        next_run = job.next_run_time
+        while next_run is not None and next_run <= now and len(run_times) < MAX_RUN_TIMES:
+            run_times.append(next_run)
+            next_run = _next_fire_time(job, next_run, now)
+        return run_times
 
 
-def init_app(app: Flask) -> None:
-    """Create the app's JobService; serving processes reconcile JOBS and join the election."""
-    with app.app_context():
-        service = JobService(app)
-        app.extensions[EXTENSION] = service
-        FlaskScheduler(app, service)
-        if lifecycle.joins_election(app):
-            check_schema()
-            service.reconcile()
-            service.start()
+def _next_fire_time(job: StoredJob, previous: datetime, now: datetime) -> datetime | None:
+    """The trigger's next fire time; None past what a datetime can hold (the schedule ends)."""
+    try:
+        return job.trigger.get_next_fire_time(previous, now)
+    except OverflowError:
+        logger.info("Job %s has no fire time after %s that a date can hold: it ends", job.id, previous)
+        return None
 
 
-def current_service() -> JobService:
-    """The JobService of the app in the current context."""
-    return current_app.extensions[EXTENSION]
-
-
-def _max_workers(executors: Mapping[str, Any]) -> int:
-    """SCHEDULER_EXECUTORS keeps Flask-APScheduler's meaning, limited to what can push a context."""
-    if set(executors) - {"default"}:
-        raise ConfigError("SCHEDULER_EXECUTORS may only configure the 'default' executor")
-    default = executors.get("default", {})
-    kind = default.get("type", "threadpool") if isinstance(default, Mapping) else None
-    if kind != "threadpool" or "class" in default:
-        raise ConfigError(
-            "SCHEDULER_EXECUTORS['default'] must be {'type': 'threadpool', 'max_workers': N}: "
-            "runs need this process's app context"
-        )
-    workers = default.get("max_workers", 20)
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS_LIMIT:
-        raise ConfigError(f"SCHEDULER_EXECUTORS['default']['max_workers'] must be 1 to {MAX_WORKERS_LIMIT}")
-    return workers
+def _refuse_if_protected(job_id: str, action: str) -> None:
+    if job_id.startswith(SERVICE_JOB_PREFIX):
+        raise ProtectedJob(job_id, action)

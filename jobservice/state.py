@@ -1,6 +1,8 @@
-"""The cluster's shared state in the database: its identity and whether it is paused.
+"""The cluster's shared state in the database: its identity, and whether it runs.
 
-Kept in the database, not in Redis, so a pause survives restarts of everything.
+Kept in the database, not in Redis, so a pause or a shutdown survives restarts of
+everything. The states are Flask-APScheduler's (APScheduler's numbers): running (1),
+paused (2, still "running"), stopped (0, after a shutdown).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from .models import ClusterState, utcnow
 
 state = ClusterState.__table__
 ROW_ID = 1
+RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
 
 
 class Cluster:
@@ -53,16 +56,31 @@ class Cluster:
             row = conn.execute(select(state).where(state.c.id == ROW_ID)).one()
         return dict(row._mapping)
 
-    def paused(self) -> bool:
+    def state(self) -> str:
+        """ "running", "paused" or "stopped"."""
         with self.engine.connect() as conn:
-            return bool(conn.execute(select(state.c.paused).where(state.c.id == ROW_ID)).scalar_one())
+            row = conn.execute(select(state.c.paused, state.c.stopped).where(state.c.id == ROW_ID)).one()
+        return STOPPED if row.stopped else PAUSED if row.paused else RUNNING
+
+    def halted(self) -> bool:
+        """True while due jobs must not be processed (paused or stopped)."""
+        return self.state() != RUNNING
 
     def set_paused(self, paused: bool) -> bool:
         """Pause or resume processing everywhere; True if this changed the state."""
+        return self._set(state.c.paused != paused, paused=paused)
+
+    def start(self, paused: bool = False) -> bool:
+        """Start a stopped cluster (paused, if asked); False if it was not stopped."""
+        return self._set(state.c.stopped.is_(True), stopped=False, paused=paused)
+
+    def stop(self) -> bool:
+        """Shut the cluster down (nothing is processed until a start); False if already stopped."""
+        return self._set(state.c.stopped.is_(False), stopped=True)
+
+    def _set(self, condition: Any, **values: Any) -> bool:
         with self.engine.begin() as conn:
             result = conn.execute(
-                state.update()
-                .where(state.c.id == ROW_ID, state.c.paused != paused)
-                .values(paused=paused, updated_at=utcnow())
+                state.update().where(state.c.id == ROW_ID, condition).values(**values, updated_at=utcnow())
             )
             return result.rowcount == 1

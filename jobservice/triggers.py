@@ -44,7 +44,15 @@ CRON_SEPARATOR = re.compile(r" *, *")
 
 
 def build_trigger(name: object, fields: Mapping[str, Any], default_tz: tzinfo) -> BaseTrigger:
-    """Build the named trigger from its fields; InvalidJob names the first bad one."""
+    """Build the named trigger from its fields; InvalidJob names the first bad one. Python
+    callers (Flask-APScheduler code) may also give a trigger object itself."""
+    if isinstance(name, (DateTrigger, IntervalTrigger, CronTrigger)):
+        if fields:
+            field = next(iter(fields))
+            raise InvalidJob(field, f"{field} goes into the trigger object, not beside it")
+        if not isinstance(name, DateTrigger):
+            _check_fires(name, {"end_date": name.end_date} if name.end_date else {})
+        return name
     if not isinstance(name, str) or name not in TRIGGER_FIELDS:
         raise InvalidJob("trigger", "trigger must be one of: cron, interval, date")
     for field in fields:

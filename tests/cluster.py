@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def server_env(database_url: str, redis_url: str | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in config.SETTINGS}
+    env = {k: v for k, v in os.environ.items() if k not in config.VARIABLES}
     env.update(
         JOBSERVICE_ENV="testing",
         DATABASE_URL=database_url,

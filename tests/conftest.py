@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,17 +17,18 @@ import pytest
 import redis
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 import config
 
 # Tests never read a developer's .env or shell settings: every variable is set
 # (empty means "use the default"), and each test passes what it needs.
-for _name in config.SETTINGS:
+for _name in config.VARIABLES:
     os.environ[_name] = ""
 os.environ["JOBSERVICE_ENV"] = "testing"
 
 from jobservice import create_app  # noqa: E402
-from jobservice.extensions import db  # noqa: E402
 from jobservice.models import JobRun  # noqa: E402
 from tests import jobfuncs  # noqa: E402
 from tests.netproxy import TcpProxy  # noqa: E402
@@ -107,18 +110,44 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def settings(database_url: str, **overrides: Any) -> dict[str, Any]:
+    """The standalone service's testing config on this database, with `overrides` (app.config keys)."""
+    testing = config.load_config({"JOBSERVICE_ENV": "testing"})
     return {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": None,
+        **{key: getattr(testing, key) for key in dir(testing) if key.isupper()},
+        "JOBSERVICE_DATABASE_URL": database_url,
+        "JOBSERVICE_REDIS_URL": None,
         "SCHEDULER_AUTOSTART": False,
-        "JOB_PACKAGES": TEST_JOB_PACKAGES,
+        "JOBSERVICE_JOB_PACKAGES": TEST_JOB_PACKAGES,
         **overrides,
     }
+
+
+def engine(app: Flask) -> Engine:
+    """The service's own engine (its tables, and the jobs' `test_fires` on the same database)."""
+    return app.extensions["jobservice"].engine
+
+
+@contextmanager
+def changed_settings(app: Flask, **changes: Any) -> Iterator[None]:
+    """The app's settings (read once at start-up) with these fields changed, for one test."""
+    runtime = app.extensions["jobservice"]
+    before = runtime.settings
+    runtime.settings = dataclasses.replace(before, **changes)
+    try:
+        yield
+    finally:
+        runtime.settings = before
+
+
+def session(app: Flask) -> Session:
+    """An ORM session on the service's engine, for reading and planting rows in tests."""
+    return Session(engine(app))
 
 
 def close_app(app: Flask) -> None:
     service = app.extensions["jobservice"]
     service.close()
+    jobfuncs.dispose(app.config["JOBSERVICE_DATABASE_URL"])
     for path in Path(app.instance_path).glob(f"*{service.cluster.cluster_id}*"):
         path.unlink(missing_ok=True)
 
@@ -166,21 +195,20 @@ def client(app: Flask) -> Any:
 def leading_app(make_app: Callable[..., Flask], **overrides: Any) -> Flask:
     """An app that joins the election (it is alone, so it leads) with the jobs' table ready."""
     app = make_app(SCHEDULER_AUTOSTART=True, **overrides)
-    with app.app_context():
-        jobfuncs.metadata.create_all(db.engine)
+    jobfuncs.metadata.create_all(engine(app))
     wait_for(lambda: app.extensions["jobservice"].role == "leader")
     return app
 
 
 def fires(app: Flask) -> list[Any]:
-    with app.app_context(), db.engine.connect() as conn:
+    with engine(app).connect() as conn:
         return list(conn.execute(select(jobfuncs.fires).order_by(jobfuncs.fires.c.id)))
 
 
 def runs(app: Flask, job_id: str) -> list[JobRun]:
-    with app.app_context():
-        query = select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.id)
-        return list(db.session.execute(query).scalars())
+    query = select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.id)
+    with session(app) as db_session:
+        return list(db_session.execute(query).scalars())
 
 
 def finished_runs(app: Flask, job_id: str, count: int = 1) -> list[JobRun]:

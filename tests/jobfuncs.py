@@ -15,7 +15,6 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, creat
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Insert
 
-from jobservice.extensions import db
 from jobservice.models import UTCDateTime, utcnow
 
 metadata = MetaData()
@@ -50,24 +49,35 @@ def this_fire(note: str) -> Insert:
 
 
 def record(note: str = "") -> None:
-    """Write this run's identity through the app's database session."""
-    db.session.execute(this_fire(note))
-    db.session.commit()
+    """Write this run's identity into the app's database, found through current_app."""
+    with _engine(current_app.config["JOBSERVICE_DATABASE_URL"]).begin() as conn:
+        conn.execute(this_fire(note))
 
 
-_probe_engines: dict[str, Engine] = {}
-_probe_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _engine(url: str) -> Engine:
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = create_engine(url, pool_size=30, max_overflow=10)
+        return engine
+
+
+def dispose(url: str) -> None:
+    """Close the connections `record` and `probe` opened to this database (a test is done with it)."""
+    with _engines_lock:
+        engine = _engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
 
 
 def probe(note: str = "") -> None:
     """Write this run into `test_fires` of PROBE_DATABASE_URL: a database of the fault tests'
     own, which stays up while they break the service's database, so every start is counted."""
-    url = os.environ["PROBE_DATABASE_URL"]
-    with _probe_lock:
-        engine = _probe_engines.get(url)
-        if engine is None:
-            engine = _probe_engines[url] = create_engine(url, pool_size=30, max_overflow=10)
-    with engine.begin() as conn:
+    with _engine(os.environ["PROBE_DATABASE_URL"]).begin() as conn:
         conn.execute(this_fire(note))
 
 

@@ -16,9 +16,16 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from jobservice import create_app
-from jobservice.extensions import db
 from jobservice.models import ClusterState, JobRun, jobs_table
-from tests.conftest import close_app, drop_mariadb_database, new_mariadb_database, settings
+from tests.conftest import (
+    changed_settings,
+    close_app,
+    drop_mariadb_database,
+    engine,
+    new_mariadb_database,
+    session,
+    settings,
+)
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 NOOP = "tests.jobfuncs:noop"
@@ -135,8 +142,8 @@ def test_run_now_queues_a_manual_run(app: Flask, client: FlaskClient) -> None:
     add(client, "r")
     response = client.post("/scheduler/jobs/r/run")
     assert response.status_code == 200 and response.json["id"] == "r"
-    with app.app_context():
-        row = db.session.execute(select(JobRun)).scalar_one()
+    with app.app_context(), session(app) as db_session:
+        row = db_session.execute(select(JobRun)).scalar_one()
     assert (row.job_id, row.trigger, row.status, row.started_at) == ("r", "manual", "running", None)
 
 
@@ -427,7 +434,7 @@ def shared_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 def snapshot(app: Flask) -> tuple[Any, ...]:
     """Everything a request could change: the job rows, the run rows, the cluster state."""
-    with app.app_context(), db.engine.connect() as conn:
+    with engine(app).connect() as conn:
         jobs = conn.execute(select(jobs_table).order_by(jobs_table.c.id)).all()
         runs = conn.execute(select(func.count()).select_from(JobRun.__table__)).scalar_one()
         state = conn.execute(select(ClusterState.__table__.c.paused)).all()
@@ -463,8 +470,7 @@ def test_bad_request_table_covers_the_issue_list() -> None:
 
 
 def test_wrong_and_missing_token_are_401_and_change_nothing(shared_app: Flask) -> None:
-    shared_app.config["SCHEDULER_API_TOKEN"] = TOKEN
-    try:
+    with changed_settings(shared_app, api_token=TOKEN):
         client = shared_app.test_client()
         before = snapshot(shared_app)
         for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {TOKEN}"}):
@@ -473,8 +479,6 @@ def test_wrong_and_missing_token_are_401_and_change_nothing(shared_app: Flask) -
             response = client.post("/scheduler/pause", headers=headers)
             assert response.status_code == 401
         assert snapshot(shared_app) == before
-    finally:
-        shared_app.config["SCHEDULER_API_TOKEN"] = None
 
 
 # Bodies a cross-site form could send ---------------------------------------------------

@@ -114,7 +114,7 @@ def test_scheduler_status_and_cluster_pause(app: Flask) -> None:
 def test_a_real_cli_process_wakes_the_leader_and_never_leads(
     make_app: Callable[..., Flask], database_url: str, redis_url: str
 ) -> None:
-    app = leading_app(make_app, REDIS_URL=redis_url)
+    app = leading_app(make_app, JOBSERVICE_REDIS_URL=redis_url)
     leader = app.extensions["jobservice"].leader()
     run_date = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     body = {"id": "from-cli", "func": "tests.jobfuncs:record", "run_date": run_date}

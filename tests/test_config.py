@@ -20,9 +20,9 @@ def env(**values: str) -> dict[str, str]:
 def test_defaults_without_any_setting() -> None:
     settings = load_config({})
     assert isinstance(settings, config.DevelopmentConfig)
-    assert settings.DATABASE_URL is None  # the factory puts SQLite under instance/
-    assert settings.REDIS_URL is None and settings.SCHEDULER_API_TOKEN is None
-    assert settings.LEADER_LEASE_SECONDS == 2.0
+    assert settings.JOBSERVICE_DATABASE_URL is None  # the factory puts SQLite under instance/
+    assert settings.JOBSERVICE_REDIS_URL is None and settings.SCHEDULER_API_TOKEN is None
+    assert settings.JOBSERVICE_LEADER_LEASE_SECONDS == 2.0
     assert settings.SCHEDULER_TIMEZONE == "UTC"
     assert settings.SCHEDULER_JOB_DEFAULTS == {
         "misfire_grace_time": 300,
@@ -30,14 +30,14 @@ def test_defaults_without_any_setting() -> None:
         "max_instances": 1,
     }
     assert settings.SCHEDULER_EXECUTORS == {"default": {"type": "threadpool", "max_workers": 20}}
-    assert settings.JOB_PACKAGES == ("jobs",)
+    assert settings.JOBSERVICE_JOB_PACKAGES == ("jobs",)
+    assert settings.SCHEDULER_API_ENABLED is True and settings.JOBSERVICE_HEALTH_ENABLED is True
 
 
 def test_embedded_default_is_a_sqlite_file_under_instance(tmp_path: Path) -> None:
-    app = Flask("jobservice", instance_path=str(tmp_path / "instance"))
-    from jobservice.database import _default_sqlite_url
+    from jobservice.database import default_sqlite_url
 
-    url = _default_sqlite_url(app)
+    url = default_sqlite_url(str(tmp_path / "instance"))
     assert url == f"sqlite:///{tmp_path}/instance/jobservice.sqlite3"
     assert (tmp_path / "instance").is_dir()
 
@@ -58,11 +58,11 @@ def test_values_are_parsed_and_typed() -> None:
             SCHEDULER_TIMEZONE="Europe/Paris",
         )
     )
-    assert settings.LEADER_LEASE_SECONDS == 1.5
+    assert settings.JOBSERVICE_LEADER_LEASE_SECONDS == 1.5
     assert settings.SCHEDULER_API_ENABLED is False
     assert settings.SCHEDULER_EXECUTORS["default"]["max_workers"] == 8
-    assert settings.JOB_PACKAGES == ("jobs", "billing.jobs")
-    assert settings.DATABASE_URL == "mysql+pymysql://app:pw@db.internal:3306/app"
+    assert settings.JOBSERVICE_JOB_PACKAGES == ("jobs", "billing.jobs")
+    assert settings.JOBSERVICE_DATABASE_URL == "mysql+pymysql://app:pw@db.internal:3306/app"
     assert settings.SCHEDULER_TIMEZONE == "Europe/Paris"
 
 
@@ -73,6 +73,8 @@ def test_values_are_parsed_and_typed() -> None:
         ("LEADER_LEASE_SECONDS", "soon", "LEADER_LEASE_SECONDS must be a number"),
         ("LEADER_LEASE_SECONDS", "0", "LEADER_LEASE_SECONDS must be between"),
         ("SCHEDULER_TIMEZONE", "Mars/Base", "SCHEDULER_TIMEZONE must be an IANA time zone"),
+        ("RUN_RETENTION_DAYS", "0", "RUN_RETENTION_DAYS must be between"),
+        ("HEALTH_ENABLED", "sometimes", "HEALTH_ENABLED must be true or false"),
         ("SCHEDULER_API_ENABLED", "maybe", "SCHEDULER_API_ENABLED must be true or false"),
         ("SCHEDULER_MAX_WORKERS", "many", "SCHEDULER_MAX_WORKERS must be a whole number"),
         ("SCHEDULER_MISFIRE_GRACE_TIME", "-1", "SCHEDULER_MISFIRE_GRACE_TIME must be between"),
@@ -124,7 +126,7 @@ class RecordingEnviron(dict[str, str]):
 def test_settings_list_is_exactly_what_config_reads_and_env_example_documents() -> None:
     environ = RecordingEnviron()
     load_config(environ)
-    assert environ.asked == set(config.SETTINGS)
+    assert environ.asked == set(config.VARIABLES)
     example = Path(config.__file__).with_name(".env.example").read_text()
-    for name in config.SETTINGS:
+    for name in config.VARIABLES:
         assert f"{name}=" in example, f"{name} is missing from .env.example"

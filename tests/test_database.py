@@ -14,14 +14,14 @@ from alembic.script import ScriptDirectory
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 
 from jobservice import create_app
-from jobservice.database import HEAD_REVISION, MIGRATIONS_DIR, SchemaOutOfDate
-from jobservice.extensions import db
+from jobservice.database import HEAD_REVISION, MIGRATIONS_DIR, SchemaOutOfDate, make_engine
 from jobservice.models import JobRun, utcnow
-from tests.conftest import close_app, settings
+from tests.conftest import close_app, engine, session, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = ScriptDirectory(MIGRATIONS_DIR).get_current_head()
@@ -39,7 +39,7 @@ def child_env(database_url: str) -> dict[str, str]:
 
 def test_mysql_column_types_hold_real_jobs(mariadb_url: str) -> None:
     app = create_app(settings(mariadb_url))
-    with app.app_context(), db.engine.connect() as conn:
+    with engine(app).connect() as conn:
         columns = dict(
             conn.execute(
                 text(
@@ -85,25 +85,25 @@ def test_ids_are_case_sensitive_and_never_padded(client: object) -> None:
 
 
 def test_timestamps_are_set_per_row_in_utc(app: Flask) -> None:
-    with app.app_context():
+    with app.app_context(), session(app) as db_session:
         first = JobRun(job_id="a", trigger="manual", scheduled_at=utcnow(), status="running")
-        db.session.add(first)
-        db.session.commit()
+        db_session.add(first)
+        db_session.commit()
         time.sleep(0.01)
         second = JobRun(job_id="b", trigger="manual", scheduled_at=utcnow(), status="running")
-        db.session.add(second)
-        db.session.commit()
+        db_session.add(second)
+        db_session.commit()
         assert second.created_at > first.created_at  # a callable default, not a value fixed at import
         assert first.created_at.utcoffset().total_seconds() == 0
         created = first.created_at
         time.sleep(0.01)
         first.status = "succeeded"
-        db.session.commit()
+        db_session.commit()
         assert first.updated_at > created and first.created_at == created
 
 
 def test_workers_starting_together_migrate_once(database_url: str) -> None:
-    code = "from jobservice import create_app; create_app()"
+    code = "from config import load_config; from jobservice import create_app; create_app(load_config())"
     children = [
         subprocess.Popen(
             [sys.executable, "-c", code], cwd=ROOT, env=child_env(database_url), stderr=subprocess.PIPE
@@ -137,17 +137,18 @@ def test_flask_db_upgrade_command(database_url: str) -> None:
 
 def test_existing_apscheduler_table_is_adopted(make_app: Callable[..., Flask], database_url: str) -> None:
     """A deployment moving from plain Flask-APScheduler keeps its jobs."""
-    engine = create_engine(database_url)
-    plain = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=engine)}, timezone="UTC")
+    plain_engine = create_engine(database_url)
+    store = SQLAlchemyJobStore(engine=plain_engine)
+    plain = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
     plain.start(paused=True)
     plain.add_job("tests.jobfuncs:noop", "interval", minutes=7, id="legacy")
     plain.shutdown()
-    engine.dispose()
+    plain_engine.dispose()
     app = make_app()
     job = app.test_client().get("/scheduler/jobs/legacy").json
     assert job["id"] == "legacy" and job["minutes"] == 7
     assert app.test_client().post("/scheduler/jobs/legacy/pause").status_code == 200
-    with app.app_context(), db.engine.connect() as conn:
+    with engine(app).connect() as conn:
         assert (
             conn.execute(select(func.max(text("version"))).select_from(text("apscheduler_jobs"))).scalar()
             == 2
@@ -155,8 +156,8 @@ def test_existing_apscheduler_table_is_adopted(make_app: Callable[..., Flask], d
 
 
 def test_serving_on_an_unmigrated_database_says_what_to_run(database_url: str) -> None:
-    with pytest.raises(SchemaOutOfDate, match="flask --app run db upgrade"):
-        create_app(settings(database_url, DB_AUTO_UPGRADE=False, SCHEDULER_AUTOSTART=True))
+    with pytest.raises(SchemaOutOfDate, match="flask jobservice db upgrade"):
+        create_app(settings(database_url, JOBSERVICE_DB_AUTO_UPGRADE=False, SCHEDULER_AUTOSTART=True))
 
 
 def test_head_revision_constant_is_alembics_head() -> None:
@@ -169,7 +170,7 @@ def test_mysql_connections_share_one_default_tls_context(mariadb_url: str) -> No
     connection, and the connections keep PyMySQL's meaning of it: TLS if offered, not required."""
     app = create_app(settings(mariadb_url))
     try:
-        with app.app_context(), db.engine.connect() as first, db.engine.connect() as second:
+        with engine(app).connect() as first, engine(app).connect() as second:
             raw = [c.connection.dbapi_connection for c in (first, second)]
             assert raw[0] is not raw[1]
             assert raw[0].ctx is raw[1].ctx
@@ -183,46 +184,49 @@ def test_mysql_connections_share_one_default_tls_context(mariadb_url: str) -> No
 def test_mysql_pool_rolls_back_only_open_transactions(mariadb_url: str) -> None:
     """No ROLLBACK after a COMMIT (one round trip less per transaction), but a connection
     returned inside a transaction is still rolled back before anyone reuses it."""
-    app = create_app(settings(mariadb_url, SQLALCHEMY_ENGINE_OPTIONS={"pool_use_lifo": True}))
+    engine = make_engine(mariadb_url, lease_s=2, pool_use_lifo=True)
     try:
-        with app.app_context():
-            engine = db.engine
-            used: set[int] = set()
+        used: set[int] = set()
 
-            def rollbacks() -> int:
-                """This session's ROLLBACK count (LIFO: the connection just returned)."""
-                with engine.connect() as conn:
-                    used.add(id(conn.connection.dbapi_connection))
-                    return int(conn.execute(text("SHOW SESSION STATUS LIKE 'Com_rollback'")).one()[1])
-
-            with engine.begin() as conn:
-                conn.execute(text("SELECT 1"))
-            before = rollbacks()
-            with engine.begin() as conn:
-                used.add(id(conn.connection.dbapi_connection))
-                conn.execute(text("SELECT 1"))
-            assert rollbacks() == before + 1  # rollbacks()'s own close of its read, nothing else
-            raw = engine.raw_connection()
-            raw.cursor().execute("SELECT 1")  # opens a transaction; returned without ending it
-            raw.close()
+        def rollbacks() -> int:
+            """This session's ROLLBACK count (LIFO: the connection just returned)."""
             with engine.connect() as conn:
                 used.add(id(conn.connection.dbapi_connection))
-                assert not conn.connection.dbapi_connection.server_status & 1
-            assert len(used) == 1, "the checks must all have run on one session"
+                return int(conn.execute(text("SHOW SESSION STATUS LIKE 'Com_rollback'")).one()[1])
+
+        with engine.begin() as conn:
+            conn.execute(text("SELECT 1"))
+        before = rollbacks()
+        with engine.begin() as conn:
+            used.add(id(conn.connection.dbapi_connection))
+            conn.execute(text("SELECT 1"))
+        assert rollbacks() == before + 1  # rollbacks()'s own close of its read, nothing else
+        raw = engine.raw_connection()
+        raw.cursor().execute("SELECT 1")  # opens a transaction; returned without ending it
+        raw.close()
+        with engine.connect() as conn:
+            used.add(id(conn.connection.dbapi_connection))
+            assert not conn.connection.dbapi_connection.server_status & 1
+        assert len(used) == 1, "the checks must all have run on one session"
     finally:
-        close_app(app)
+        engine.dispose()
 
 
 def test_only_the_services_own_sessions_end_idle_write_transactions(mariadb_url: str) -> None:
     """A leader frozen inside a fenced write must not hold its locks (and the next leader's
     fence) until it thaws: MariaDB ends the service's idle write transactions after a lease.
-    Jobs' sessions (db.session) may stay in a transaction as long as they like."""
-    app = create_app(settings(mariadb_url, LEADER_LEASE_SECONDS=1.5))
+    The app's own sessions (its Flask-SQLAlchemy `db`, which jobs use) may stay in a
+    transaction as long as they like."""
+    app = create_app(
+        settings(mariadb_url, JOBSERVICE_LEADER_LEASE_SECONDS=1.5, SQLALCHEMY_DATABASE_URI=mariadb_url)
+    )
+    apps_db = SQLAlchemy()
+    apps_db.init_app(app)
     try:
         service = app.extensions["jobservice"]
         with service.engine.connect() as conn:
             assert conn.execute(text("SELECT @@SESSION.idle_write_transaction_timeout")).scalar() == 2
-        with app.app_context(), db.engine.connect() as conn:
+        with app.app_context(), apps_db.engine.connect() as conn:
             assert conn.execute(text("SELECT @@SESSION.idle_write_transaction_timeout")).scalar() == 0
         with service.engine.connect() as conn:
             now = utcnow()
@@ -239,23 +243,19 @@ def test_only_the_services_own_sessions_end_idle_write_transactions(mariadb_url:
             time.sleep(3)
             with pytest.raises(OperationalError):
                 conn.commit()
-        with app.app_context():
-            assert db.session.execute(select(func.count()).select_from(JobRun)).scalar_one() == 0
+        with app.app_context(), session(app) as db_session:
+            assert db_session.execute(select(func.count()).select_from(JobRun)).scalar_one() == 0
     finally:
         close_app(app)
-
-
-def test_connection_pools_are_sized_as_the_readme_says(mariadb_url: str) -> None:
-    """Per worker: SCHEDULER_MAX_WORKERS + 30 in Flask-SQLAlchemy's pool (the jobs'), 40 in the
-    service's own."""
-    app = create_app(
-        settings(mariadb_url, SCHEDULER_EXECUTORS={"default": {"type": "threadpool", "max_workers": 7}})
-    )
-    try:
         with app.app_context():
-            jobs_pool = db.engine.pool
-        service_pool = app.extensions["jobservice"].engine.pool
-        assert jobs_pool.size() + jobs_pool._max_overflow == 7 + 30
-        assert service_pool.size() + service_pool._max_overflow == 40
+            apps_db.engine.dispose()
+
+
+def test_the_connection_pool_is_sized_as_the_readme_says(mariadb_url: str) -> None:
+    """Per worker, at most 40 connections in the service's own pool (the jobs' are the app's)."""
+    app = create_app(settings(mariadb_url))
+    try:
+        pool = engine(app).pool
+        assert pool.size() + pool._max_overflow == 40
     finally:
         close_app(app)

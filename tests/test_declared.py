@@ -11,9 +11,8 @@ from sqlalchemy import func, select
 
 from config import ConfigError
 from jobservice import maintenance
-from jobservice.extensions import db
 from jobservice.models import jobs_table
-from tests.conftest import close_app
+from tests.conftest import close_app, engine
 
 HOURLY = {"id": "hourly", "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
 NIGHTLY = {"id": "nightly", "func": "tests.jobfuncs:noop", "trigger": "cron", "hour": 2, "minute": 30}
@@ -34,7 +33,7 @@ def stored(app: Flask) -> dict[str, dict[str, Any]]:
 
 
 def row_count(app: Flask) -> int:
-    with app.app_context(), db.engine.connect() as conn:
+    with engine(app).connect() as conn:
         return conn.execute(select(func.count()).select_from(jobs_table)).scalar_one() - 1
 
 

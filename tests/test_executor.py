@@ -27,7 +27,7 @@ def test_job_reads_config_and_writes_the_database_and_succeeds(make_app: Callabl
     assert response.status_code == 200
     [run] = finished_runs(app, "cfg")
     [fire] = fires(app)
-    assert fire.note == "weekly numbers"  # read through current_app, written through db.session
+    assert fire.note == "weekly numbers"  # read through current_app.config, written to its database
     assert run.status == "succeeded" and run.error is None
     assert run.trigger == "scheduled" and run.fence is not None and run.worker == worker_id()
     assert run.scheduled_at <= run.started_at <= run.finished_at
@@ -65,7 +65,7 @@ def test_app_context_is_pushed_for_the_run_and_popped_after(make_app: Callable[.
         "/scheduler/jobs", json={"id": "ctx", "func": "tests.jobfuncs:record", "run_date": soon()}
     )
     [run] = finished_runs(app, "ctx")
-    assert run.status == "succeeded"  # record() used g and db.session: the context was there
+    assert run.status == "succeeded"  # record() used g and current_app: the context was there
     assert wait_for(lambda: torn_down) == ["ctx"]  # and it was popped after the run
     assert not has_app_context()
 

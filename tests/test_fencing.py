@@ -17,17 +17,16 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from jobservice import fencing
-from jobservice.extensions import db
 from jobservice.fencing import FencedOut
 from jobservice.ledger import RunKey
 from jobservice.models import ClusterState, JobRun, jobs_table
-from tests.conftest import finished_runs, leading_app, wait_for
+from tests.conftest import engine, finished_runs, leading_app, session, wait_for
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def tables(app: Flask) -> tuple[Any, ...]:
-    with app.app_context(), db.engine.connect() as conn:
+    with engine(app).connect() as conn:
         run_rows = conn.execute(select(JobRun.__table__).order_by(JobRun.id)).all()
         job_rows = conn.execute(select(jobs_table).order_by(jobs_table.c.id)).all()
     return tuple(run_rows), tuple(job_rows)
@@ -35,13 +34,13 @@ def tables(app: Flask) -> tuple[Any, ...]:
 
 def test_recording_a_fence_refuses_a_lower_one(make_app: Callable[..., Flask]) -> None:
     app = make_app()
-    with app.app_context():
-        fencing.record(db.engine, 5)
-        fencing.record(db.engine, 5)  # again: the same leader
+    with app.app_context(), session(app) as db_session:
+        fencing.record(engine(app), 5)
+        fencing.record(engine(app), 5)  # again: the same leader
         with pytest.raises(FencedOut) as refused:
-            fencing.record(db.engine, 4)
+            fencing.record(engine(app), 4)
         assert (refused.value.fence, refused.value.recorded) == (4, 5)
-        fence, fence_at = db.session.execute(select(ClusterState.fence, ClusterState.fence_at)).one()
+        fence, fence_at = db_session.execute(select(ClusterState.fence, ClusterState.fence_at)).one()
     assert fence == 5 and fence_at is not None
 
 
@@ -53,9 +52,9 @@ def test_every_write_of_a_superseded_leader_is_refused(make_app: Callable[..., F
     )
     service = app.extensions["jobservice"]
     with app.app_context():
-        fencing.record(db.engine, 4)
+        fencing.record(engine(app), 4)
         [claim] = service.ledger.claim([RunKey("j", "scheduled", NOW)], fence=4)
-        fencing.record(db.engine, 5)  # a newer leader
+        fencing.record(engine(app), 5)  # a newer leader
     job = service.store.lookup_job("j")
     writes: dict[str, Callable[[], Any]] = {
         "claim": lambda: service.ledger.claim([RunKey("j", "scheduled", NOW + timedelta(hours=1))], fence=4),
@@ -66,7 +65,7 @@ def test_every_write_of_a_superseded_leader_is_refused(make_app: Callable[..., F
         "sweep": lambda: service.scheduler._sweeper.sweep(4, healthy_s=60),
     }
     long_ago = datetime.now(UTC) - timedelta(days=1)
-    with app.app_context(), db.engine.begin() as conn:  # something for the sweep to close
+    with engine(app).begin() as conn:  # something for the sweep to close
         conn.execute(
             JobRun.__table__.update()
             .where(JobRun.id == claim.run_id)
@@ -86,15 +85,15 @@ def test_a_fenced_out_leader_steps_down_and_leads_again_past_the_recorded_fence(
     service = app.extensions["jobservice"]
     first = service.fence()
     with app.app_context():
-        fencing.record(db.engine, first + 100)  # a leader elsewhere took fence first + 100
+        fencing.record(engine(app), first + 100)  # a leader elsewhere took fence first + 100
     # Its next write (adopting this run-now) is refused: it steps down, then campaigns again.
-    service.request_run("jobservice-maintenance")
+    service.operations.run_now("jobservice-maintenance")
     fence = wait_for(lambda: (f := service.fence()) is not None and f > first + 100 and f, timeout_s=10)
     assert fence == first + 101
 
     def recorded() -> int:
-        with app.app_context():
-            return db.session.execute(select(func.max(ClusterState.fence))).scalar_one()
+        with app.app_context(), session(app) as db_session:
+            return db_session.execute(select(func.max(ClusterState.fence))).scalar_one()
 
     wait_for(lambda: recorded() == fence)  # by its first pass, before it writes anything
     [run] = finished_runs(app, "jobservice-maintenance")  # the refused run was not lost

@@ -27,10 +27,9 @@ from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from jobservice.extensions import db
 from jobservice.models import JobRun
 from tests import jobfuncs
-from tests.conftest import wait_for
+from tests.conftest import session, wait_for
 
 PLAIN = pytest.param(
     "plain",
@@ -327,7 +326,7 @@ def test_fire_time_inside_a_failover_runs_once(
         standby.shutdown(wait=False)
         fires = seen_first + seen_standby
     else:
-        first = leading(make_app, REDIS_URL=redis_url)
+        first = leading(make_app, JOBSERVICE_REDIS_URL=redis_url)
         first_service = first.extensions["jobservice"]
         first.test_client().post("/scheduler/jobs", json={"id": "tick", **job})
         seen_first = fire_times(first_service.scheduler)
@@ -344,13 +343,13 @@ def test_fire_time_inside_a_failover_runs_once(
 
         store.advance = advance_then_die  # type: ignore[method-assign]
         wait_for(died.is_set, timeout_s=10)
-        standby = make_app(SCHEDULER_AUTOSTART=True, REDIS_URL=redis_url)
+        standby = make_app(SCHEDULER_AUTOSTART=True, JOBSERVICE_REDIS_URL=redis_url)
         seen_standby = fire_times(standby.extensions["jobservice"].scheduler)
         time.sleep(5)  # the lease (2 s) runs out, the standby leads
         fires = seen_first + seen_standby
-        with standby.app_context():
+        with standby.app_context(), session(standby) as db_session:
             query = select(JobRun.scheduled_at, JobRun.status, JobRun.fence).where(JobRun.job_id == "tick")
-            runs = db.session.execute(query).all()
+            runs = db_session.execute(query).all()
         interrupted = max(at for at, _, fence in runs if fence == 1)
         # The dead leader's last claim ran once: by itself if it had started it, else adopted.
         assert [status for at, status, _ in runs if at == interrupted] == ["succeeded"]

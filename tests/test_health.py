@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from tests.conftest import wait_for
+from tests.conftest import changed_settings, wait_for
 from tests.netproxy import TcpProxy
 
 
@@ -20,16 +20,16 @@ def test_health_of_a_leading_process(make_app: Callable[..., Flask]) -> None:
     assert body["leader"] == app.extensions["jobservice"].leader().worker
     assert body["database"] == "ok" and body["redis"] == "not configured"
     assert body["jobs"] == 1 and body["fence"] >= 1  # the built-in maintenance job
-    assert 0 < body["lease_seconds_left"] <= app.config["LEADER_LEASE_SECONDS"]  # as the leader trusts it
-    assert 0 <= body["seconds_since_last_pass"] < 2 * app.config["LEADER_LEASE_SECONDS"]
+    assert 0 < body["lease_seconds_left"] <= app.config["JOBSERVICE_LEADER_LEASE_SECONDS"]  # as the leader trusts it
+    assert 0 <= body["seconds_since_last_pass"] < 2 * app.config["JOBSERVICE_LEADER_LEASE_SECONDS"]
 
 
 def test_health_with_redis(make_app: Callable[..., Flask], redis_url: str) -> None:
-    app = make_app(SCHEDULER_AUTOSTART=True, REDIS_URL=redis_url)
+    app = make_app(SCHEDULER_AUTOSTART=True, JOBSERVICE_REDIS_URL=redis_url)
     wait_for(lambda: app.test_client().get("/health").json["seconds_since_last_pass"] is not None)
     body = app.test_client().get("/health").json
     assert body["status"] == "ok" and body["redis"] == "ok" and body["role"] == "leader"
-    assert 0 < body["lease_seconds_left"] <= app.config["LEADER_LEASE_SECONDS"]
+    assert 0 < body["lease_seconds_left"] <= app.config["JOBSERVICE_LEADER_LEASE_SECONDS"]
 
 
 def test_follower_without_a_leader_is_degraded(make_app: Callable[..., Flask]) -> None:
@@ -58,7 +58,7 @@ def test_database_unreachable_gives_503_json_and_recovers(proxied_app: tuple[Fla
 def test_starts_and_serves_while_redis_is_down(make_app: Callable[..., Flask]) -> None:
     from tests.cluster import free_port
 
-    app = make_app(SCHEDULER_AUTOSTART=True, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    app = make_app(SCHEDULER_AUTOSTART=True, JOBSERVICE_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     client = app.test_client()
     body = client.get("/health").json
     assert body["status"] == "degraded" and body["redis"] == "unreachable" and body["role"] == "follower"
@@ -67,7 +67,7 @@ def test_starts_and_serves_while_redis_is_down(make_app: Callable[..., Flask]) -
 
 
 def test_health_is_degraded_when_the_leader_stops_passing(make_app: Callable[..., Flask]) -> None:
-    app = make_app(SCHEDULER_AUTOSTART=True, LEADER_LEASE_SECONDS=0.5)
+    app = make_app(SCHEDULER_AUTOSTART=True, JOBSERVICE_LEADER_LEASE_SECONDS=0.5)
     client = app.test_client()
     wait_for(lambda: client.get("/health").json["status"] == "ok")
     app.extensions["jobservice"].scheduler.stop_processing()  # leads, but no longer passes
@@ -92,7 +92,7 @@ def test_without_the_token_health_says_only_its_status(make_app: Callable[..., F
 
 def test_without_the_token_an_outage_still_answers_503(proxied_app: tuple[Flask, TcpProxy]) -> None:
     app, proxy = proxied_app
-    app.config["SCHEDULER_API_TOKEN"] = "health-token-0123456789abcdef"
-    proxy.cut()
-    response = app.test_client().get("/health")
+    with changed_settings(app, api_token="health-token-0123456789abcdef"):
+        proxy.cut()
+        response = app.test_client().get("/health")
     assert response.status_code == 503 and response.json == {"status": "error"}

@@ -8,19 +8,19 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from jobservice.extensions import db
 from jobservice.models import JobRun
+from tests.conftest import session
 
 BASE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
 def add_runs(app: Flask, job_id: str, statuses: list[str], start: int = 0) -> None:
     """Rows as the executor leaves them: scheduled a minute apart, started and finished."""
-    with app.app_context():
+    with app.app_context(), session(app) as db_session:
         for n, status in enumerate(statuses, start=start):
             at = BASE + timedelta(minutes=n)
             finished = at + timedelta(milliseconds=250)
-            db.session.add(
+            db_session.add(
                 JobRun(
                     job_id=job_id,
                     trigger="scheduled",
@@ -33,7 +33,7 @@ def add_runs(app: Flask, job_id: str, statuses: list[str], start: int = 0) -> No
                     error="RuntimeError: boom" if status == "failed" else None,
                 )
             )
-        db.session.commit()
+        db_session.commit()
 
 
 def ids(response: object) -> list[int]:

@@ -11,10 +11,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from flask import Flask
 from sqlalchemy import insert, select
 
-from jobservice.extensions import db
 from jobservice.jobstore import StaleJobError
 from jobservice.models import jobs_table
-from tests.conftest import finished_runs, leading_app
+from tests.conftest import engine, finished_runs, leading_app
 
 
 def put_raw_job(app: Flask, job_id: str, func_ref: str, next_run: datetime | None) -> None:
@@ -33,7 +32,7 @@ def put_raw_job(app: Flask, job_id: str, func_ref: str, next_run: datetime | Non
         "max_instances": 1,
         "next_run_time": next_run,
     }
-    with app.app_context(), db.engine.begin() as conn:
+    with engine(app).begin() as conn:
         conn.execute(
             insert(jobs_table).values(
                 id=job_id,
@@ -45,7 +44,7 @@ def put_raw_job(app: Flask, job_id: str, func_ref: str, next_run: datetime | Non
 
 
 def stored_ids(app: Flask) -> list[str]:
-    with app.app_context(), db.engine.connect() as conn:
+    with engine(app).connect() as conn:
         return list(conn.execute(select(jobs_table.c.id).order_by(jobs_table.c.id)).scalars())
 
 
@@ -127,7 +126,7 @@ def test_due_jobs_come_in_chunks_each_once_past_unreadable_rows(app: Flask) -> N
     for i in range(7):
         put_raw_job(app, f"due-{i}", "tests.jobfuncs:noop", now - timedelta(seconds=i % 2))
     put_raw_job(app, "later", "tests.jobfuncs:noop", now + timedelta(hours=1))
-    with app.app_context(), db.engine.begin() as conn:
+    with engine(app).begin() as conn:
         bad = {"id": "due-bad", "next_run_time": (now - timedelta(seconds=1)).timestamp()}
         conn.execute(insert(jobs_table).values(**bad, job_state=b"not a pickle", version=1))
     with app.app_context():

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from flask import Flask
 from sqlalchemy import select
 
-from jobservice.extensions import db
 from jobservice.ledger import RunKey, RunLedger
 from jobservice.models import JobRun
+from tests.conftest import engine, session
 
 
 def test_claiming_many_keys_at_once_wins_each_exactly_once(app: Flask) -> None:
@@ -17,11 +17,11 @@ def test_claiming_many_keys_at_once_wins_each_exactly_once(app: Flask) -> None:
     bind on every backend, and a second claim of the same keys wins none and counts them."""
     due = datetime(2030, 1, 1, tzinfo=UTC)
     keys = [RunKey(f"job-{i}", "scheduled", due + timedelta(seconds=i)) for i in range(5)]
-    with app.app_context():
-        ledger = RunLedger(db.engine)
+    with app.app_context(), session(app) as db_session:
+        ledger = RunLedger(engine(app))
         first = ledger.claim(keys, fence=7)
         second = ledger.claim([*keys[:3], RunKey("job-new", "scheduled", due)], fence=8)
-        rows = db.session.execute(select(JobRun).order_by(JobRun.job_id)).scalars().all()
+        rows = db_session.execute(select(JobRun).order_by(JobRun.job_id)).scalars().all()
 
     assert {c.key for c in first} == set(keys)
     assert {c.fence for c in first} == {7}

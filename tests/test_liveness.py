@@ -17,10 +17,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import insert
 
-from jobservice.extensions import db
 from jobservice.models import JobRun, utcnow
 from tests import jobfuncs
-from tests.conftest import finished_runs, leading_app, runs, wait_for
+from tests.conftest import finished_runs, leading_app, runs, session, wait_for
 
 LEASE_S = 0.5
 DEAD_AFTER_S = 5 * LEASE_S
@@ -43,8 +42,8 @@ def released() -> Iterator[Callable[[], str]]:
 def dead_worker_run(app: Flask, job_id: str, silent_s: float) -> int:
     """A run row as a process that died would leave it: started, silent for `silent_s`."""
     then = utcnow() - timedelta(seconds=silent_s)
-    with app.app_context():
-        result = db.session.execute(
+    with app.app_context(), session(app) as db_session:
+        result = db_session.execute(
             insert(JobRun.__table__).values(
                 job_id=job_id,
                 trigger="scheduled",
@@ -59,12 +58,12 @@ def dead_worker_run(app: Flask, job_id: str, silent_s: float) -> int:
                 updated_at=then,
             )
         )
-        db.session.commit()
+        db_session.commit()
         return int(result.inserted_primary_key[0])
 
 
 def test_a_run_whose_worker_stopped_beating_is_closed_failed(make_app: Callable[..., Flask]) -> None:
-    app = leading_app(make_app, LEADER_LEASE_SECONDS=LEASE_S)
+    app = leading_app(make_app, JOBSERVICE_LEADER_LEASE_SECONDS=LEASE_S)
     run_id = dead_worker_run(app, "orphan", silent_s=DEAD_AFTER_S + 1)
     [row] = finished_runs(app, "orphan")
     assert row.id == run_id and row.status == "failed" and row.finished_at is not None
@@ -73,7 +72,7 @@ def test_a_run_whose_worker_stopped_beating_is_closed_failed(make_app: Callable[
 
 def test_a_run_that_still_beats_is_left_alone(make_app: Callable[..., Flask]) -> None:
     """A run longer than the bound is kept alive by its process's heartbeat, and succeeds."""
-    app = leading_app(make_app, LEADER_LEASE_SECONDS=LEASE_S)
+    app = leading_app(make_app, JOBSERVICE_LEADER_LEASE_SECONDS=LEASE_S)
     body = {
         "id": "long",
         "func": "tests.jobfuncs:slow",
@@ -89,7 +88,7 @@ def test_a_run_that_still_beats_is_left_alone(make_app: Callable[..., Flask]) ->
 
 
 def test_a_run_silent_for_less_than_the_bound_stays_open(make_app: Callable[..., Flask]) -> None:
-    app = leading_app(make_app, LEADER_LEASE_SECONDS=LEASE_S)
+    app = leading_app(make_app, JOBSERVICE_LEADER_LEASE_SECONDS=LEASE_S)
     dead_worker_run(app, "quiet", silent_s=DEAD_AFTER_S - 2)
     wait_for(lambda: app.test_client().get("/health").json["seconds_since_last_pass"] is not None)
     [row] = runs(app, "quiet")
@@ -136,7 +135,7 @@ def test_a_hung_job_is_overrunning_and_its_skipped_fires_show(
 
 def test_an_overrun_that_ends_is_recorded_as_its_outcome(make_app: Callable[..., Flask]) -> None:
     """RUN_OVERRUN_SECONDS flags a run of any job; once it ends, its outcome replaces the flag."""
-    app = leading_app(make_app, RUN_OVERRUN_SECONDS=0.5)
+    app = leading_app(make_app, JOBSERVICE_RUN_OVERRUN_SECONDS=0.5)
     body = {"id": "once", "func": "tests.jobfuncs:slow", "args": [2], "trigger": "date"}
     app.test_client().post("/scheduler/jobs", json=body)
     wait_for(lambda: [r for r in runs(app, "once") if r.status == "overrunning"], timeout_s=5)

@@ -19,11 +19,20 @@ from flask import Flask
 from sqlalchemy import func, insert, select
 
 from jobservice import create_app, maintenance, metrics
-from jobservice.extensions import db
 from jobservice.ledger import RunKey
 from jobservice.logs import JsonFormatter
 from jobservice.models import JobRun
-from tests.conftest import MARIADB, close_app, finished_runs, leading_app, settings, soon, wait_for
+from tests.conftest import (
+    MARIADB,
+    changed_settings,
+    close_app,
+    finished_runs,
+    leading_app,
+    session,
+    settings,
+    soon,
+    wait_for,
+)
 from tests.netproxy import TcpProxy
 
 TOKEN = "metrics-token-0123456789abcdef"
@@ -186,20 +195,20 @@ def test_refused_claims_are_counted(make_app: Callable[..., Flask]) -> None:
     app = leading_app(make_app)
     job_id = f"dup-{secrets.token_hex(3)}"
     due = datetime.now(UTC) + timedelta(seconds=1)
-    with app.app_context():  # another leader already claimed this fire time
-        db.session.execute(
+    with app.app_context(), session(app) as db_session:  # another leader already claimed this fire time
+        db_session.execute(
             insert(JobRun).values(
                 job_id=job_id, trigger="scheduled", scheduled_at=RunKey(job_id, "scheduled", due).scheduled_at,
                 status="succeeded", claim="someone-else", fence=99,
             )
         )  # fmt: skip
-        db.session.commit()
+        db_session.commit()
     body = {"id": job_id, "func": "tests.jobfuncs:noop", "run_date": due.isoformat()}
     app.test_client().post("/scheduler/jobs", json=body)
     text = scrape_until(app, "jobservice_claims_refused_total", job_id=job_id)
     assert sample(text, "jobservice_claims_refused_total", job_id=job_id) == 1
-    with app.app_context():
-        prevented = db.session.execute(select(JobRun.prevented).where(JobRun.job_id == job_id)).scalar_one()
+    with app.app_context(), session(app) as db_session:
+        prevented = db_session.execute(select(JobRun.prevented).where(JobRun.job_id == job_id)).scalar_one()
     assert prevented == 1
 
 
@@ -207,12 +216,12 @@ def test_metrics_need_the_token_when_one_is_set(make_app: Callable[..., Flask]) 
     app = make_app(SCHEDULER_API_TOKEN=TOKEN)
     assert app.test_client().get("/metrics").status_code == 401
     scrape(app, Authorization=f"Bearer {TOKEN}")
-    app.config["METRICS_REQUIRE_TOKEN"] = False
-    scrape(app)
+    with changed_settings(app, metrics_require_token=False):
+        scrape(app)
 
 
 def test_metrics_can_be_turned_off(make_app: Callable[..., Flask]) -> None:
-    assert make_app(METRICS_ENABLED=False).test_client().get("/metrics").status_code == 404
+    assert make_app(JOBSERVICE_METRICS_ENABLED=False).test_client().get("/metrics").status_code == 404
 
 
 # Retention ------------------------------------------------------------------------------
@@ -220,8 +229,8 @@ def test_metrics_can_be_turned_off(make_app: Callable[..., Flask]) -> None:
 
 def add_runs(app: Flask, job_id: str, ages_days: list[float], status: str = "succeeded") -> None:
     now = datetime.now(UTC)
-    with app.app_context():
-        db.session.add_all(
+    with app.app_context(), session(app) as db_session:
+        db_session.add_all(
             JobRun(
                 job_id=job_id,
                 trigger="scheduled",
@@ -230,16 +239,16 @@ def add_runs(app: Flask, job_id: str, ages_days: list[float], status: str = "suc
             )
             for n, age in enumerate(ages_days)
         )
-        db.session.commit()
+        db_session.commit()
 
 
 def count_runs(app: Flask, job_id: str) -> int:
-    with app.app_context():
-        return db.session.execute(select(func.count()).where(JobRun.job_id == job_id)).scalar_one()
+    with app.app_context(), session(app) as db_session:
+        return db_session.execute(select(func.count()).where(JobRun.job_id == job_id)).scalar_one()
 
 
 def test_maintenance_purges_by_age_and_by_count_per_job(make_app: Callable[..., Flask]) -> None:
-    app = make_app(RUN_RETENTION_DAYS=30, RUN_RETENTION_PER_JOB=5)
+    app = make_app(JOBSERVICE_RUN_RETENTION_DAYS=30, JOBSERVICE_RUN_RETENTION_PER_JOB=5)
     add_runs(app, "old", [40, 35, 1])
     add_runs(app, "busy", [0.01] * 8)
     add_runs(app, "running", [45], status="running")  # never purged while it runs
@@ -265,11 +274,11 @@ def test_example_report_job_counts_yesterdays_runs(make_app: Callable[..., Flask
     rows = [("a", midnight - timedelta(hours=12), "succeeded"), ("b", midnight - timedelta(hours=1), "succeeded"),
             ("c", midnight - timedelta(hours=2), "failed"), ("d", midnight - timedelta(hours=30), "failed"),
             ("e", midnight + timedelta(minutes=1), "failed")]  # fmt: skip
-    with app.app_context():
-        db.session.add_all(
+    with app.app_context(), session(app) as db_session:
+        db_session.add_all(
             JobRun(job_id=j, trigger="scheduled", scheduled_at=at, status=st) for j, at, st in rows
         )
-        db.session.commit()
+        db_session.commit()
         assert daily_run_summary() == {"succeeded": 2, "failed": 1}
 
 
@@ -319,7 +328,7 @@ def test_metrics_answer_during_a_database_outage(proxied_app: tuple[Flask, TcpPr
 def test_metrics_answer_during_a_redis_outage(make_app: Callable[..., Flask]) -> None:
     from tests.cluster import free_port
 
-    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    app = make_app(JOBSERVICE_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     response = app.test_client().get("/metrics")
     assert response.status_code == 200
     text = response.get_data(as_text=True)

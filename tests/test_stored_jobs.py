@@ -12,9 +12,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import insert, select
 
 from jobservice.errors import ProtectedJob
-from jobservice.extensions import db
 from jobservice.models import jobs_table
-from tests.conftest import finished_runs, leading_app, soon
+from tests.conftest import engine, finished_runs, leading_app, soon
 
 MAINTENANCE = "jobservice-maintenance"
 NOOP = {"func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
@@ -86,7 +85,7 @@ def test_the_cli_refuses_with_exit_5(declared: Flask) -> None:
 
 def put_row(app: Flask, job_id: str, next_run_time: float | None, job_state: bytes) -> None:
     """Write a row as older code, or a hand, could have left it."""
-    with app.app_context(), db.engine.begin() as conn:
+    with engine(app).begin() as conn:
         conn.execute(
             insert(jobs_table).values(id=job_id, next_run_time=next_run_time, job_state=job_state, version=1)
         )
@@ -95,7 +94,7 @@ def put_row(app: Flask, job_id: str, next_run_time: float | None, job_state: byt
 def valid_state(client: FlaskClient, job_id: str) -> bytes:
     client.post("/scheduler/jobs", json={"id": job_id, **NOOP})
     app = client.application
-    with app.app_context(), db.engine.begin() as conn:
+    with engine(app).begin() as conn:
         state = conn.execute(select(jobs_table.c.job_state).where(jobs_table.c.id == job_id)).scalar_one()
         conn.execute(jobs_table.delete().where(jobs_table.c.id == job_id))
     return state

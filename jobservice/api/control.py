@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from ..identity import host_name
-from ..scheduler import current_service
+from ..runtime import current_runtime
+from ..state import STOPPED
 from .errors import ApiError, json_body
 
 
@@ -18,35 +19,36 @@ def register(bp: Blueprint) -> None:
 
 
 def get_scheduler_info() -> Response:
-    """Flask-APScheduler's fields, plus this process's role and the cluster's leader and state."""
-    service = current_service()
-    paused = service.cluster.paused()
-    leader = service.leader()
+    """Flask-APScheduler's fields (`running`: started and not shut down, also while paused),
+    plus this process's role and the cluster's leader and state."""
+    runtime = current_runtime()
+    state = runtime.cluster.state()
+    leader = runtime.leader()
     return jsonify(
         current_host=host_name(),
-        allowed_hosts=["*"],
-        running=not paused,
-        role=service.role,
+        allowed_hosts=list(runtime.settings.allowed_hosts),
+        running=state != STOPPED,
+        role=runtime.role,
         leader=leader.worker if leader else None,
         fence=leader.fence if leader else None,
-        state="paused" if paused else "running",
+        state=state,
     )
 
 
 def pause_scheduler() -> Response:
     """Stop processing due jobs on every process (persisted; survives restarts)."""
-    current_service().set_paused(True)
+    current_runtime().operations.pause_cluster()
     return Response(status=204)
 
 
 def resume_scheduler() -> Response:
-    current_service().set_paused(False)
+    current_runtime().operations.resume_cluster()
     return Response(status=204)
 
 
 def start_scheduler() -> Response:
-    """Start processing cluster-wide; 400 if it is already running, as upstream."""
-    if not current_service().set_paused(False):
+    """Start a cluster that was shut down; 400 if it is already running (or paused), as upstream."""
+    if not current_runtime().operations.start_cluster():
         raise ApiError(400, "Scheduler is already running")
     return Response(status=204)
 
@@ -59,6 +61,6 @@ def shutdown_scheduler() -> Response:
             raise ApiError(400, 'the body may only be {"wait": true|false}', "wait")
         if not isinstance(body.get("wait", True), bool):
             raise ApiError(400, "wait must be true or false", "wait")
-    if not current_service().set_paused(True):
+    if not current_runtime().operations.stop_cluster():
         raise ApiError(400, "Scheduler is not running")
     return Response(status=204)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
-from flask import Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -76,19 +76,38 @@ def json_body() -> Any:
         raise ApiError(400, "the request body is not valid JSON") from None
 
 
-def init_app(app: Flask) -> None:
-    """Register the handlers that turn every failure into a JSON error."""
-    app.register_error_handler(ApiError, lambda e: error_response(e.status, e.message, e.field))
-    app.register_error_handler(InvalidJob, lambda e: error_response(400, e.message, e.field))
-    app.register_error_handler(JobLookupError, _not_found)
-    app.register_error_handler(ConflictingIdError, _conflict)
-    app.register_error_handler(StaleJobError, _stale)
-    app.register_error_handler(BrokenJobError, _broken)
-    app.register_error_handler(ProtectedJob, lambda e: error_response(403, e.message))
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(OperationalError, _database_down)
-    app.register_error_handler(DBAPIError, _database_error)
-    app.register_error_handler(Exception, _unexpected)
+def register(target: Flask | Blueprint) -> None:
+    """Register the handlers that turn every failure into a JSON error: on the service's own
+    blueprints inside someone's app (their other routes keep their own error pages), on the
+    whole app in the standalone service."""
+    target.register_error_handler(ApiError, lambda e: error_response(e.status, e.message, e.field))
+    target.register_error_handler(InvalidJob, lambda e: error_response(400, e.message, e.field))
+    target.register_error_handler(JobLookupError, _not_found)
+    target.register_error_handler(ConflictingIdError, _conflict)
+    target.register_error_handler(StaleJobError, _stale)
+    target.register_error_handler(BrokenJobError, _broken)
+    target.register_error_handler(ProtectedJob, lambda e: error_response(403, e.message))
+    target.register_error_handler(HTTPException, _http_error)
+    target.register_error_handler(OperationalError, _database_down)
+    target.register_error_handler(DBAPIError, _database_error)
+    target.register_error_handler(Exception, _unexpected)
+
+
+def json_routing_errors(app: Flask, prefix: str) -> None:
+    """404 and 405 happen before a blueprint is chosen: under the API's prefix they are JSON
+    too; elsewhere the app's own handler (if it has one) or Flask's default answers."""
+    for code in (404, 405):
+        previous = app.error_handler_spec[None][code].copy()
+
+        def handler(exc: HTTPException, previous: dict[type, Callable[..., Any]] = previous) -> Any:
+            if request.path == prefix or request.path.startswith(prefix + "/"):
+                return _http_error(exc)
+            for cls in type(exc).__mro__:
+                if cls in previous:
+                    return previous[cls](exc)
+            return exc
+
+        app.register_error_handler(code, handler)
 
 
 def _not_found(exc: JobLookupError) -> Response:

@@ -12,7 +12,7 @@ from flask_apscheduler.json import jsonify
 from ..errors import InvalidJob
 from ..models import STATUSES
 from ..runs import RunFilter, list_runs
-from ..scheduler import current_service
+from ..runtime import current_runtime
 from ..triggers import parse_datetime
 from .errors import ApiError
 from .params import int_arg
@@ -49,7 +49,7 @@ def _page(job_id: str | None) -> Response:
         until=_time_arg("until"),
         before_id=cursor,
     )
-    items = list_runs(current_service().engine, where, limit)
+    items = list_runs(current_runtime().engine, where, limit)
     response = jsonify(items)
     if len(items) == limit:
         response.headers["Link"] = _next_link(items[-1]["id"])
@@ -61,7 +61,7 @@ def _time_arg(name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        return parse_datetime(name, raw, current_service().timezone)
+        return parse_datetime(name, raw, current_runtime().timezone)
     except InvalidJob as exc:
         raise ApiError(400, exc.message, name) from None
 

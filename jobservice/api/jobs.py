@@ -12,10 +12,10 @@ from flask import Blueprint, Response, request
 from flask_apscheduler.json import jsonify
 from flask_apscheduler.utils import job_to_dict
 
-from ..cluster_scheduler import RESCHEDULE
-from ..jobstore import Entry, StoredJob
+from ..errors import InvalidJob
+from ..jobstore import Entry
 from ..payloads import job_payloads
-from ..scheduler import current_service
+from ..runtime import current_runtime
 from .errors import json_body
 from .params import int_arg
 
@@ -36,10 +36,7 @@ def register(bp: Blueprint) -> None:
 
 def add_job() -> Response:
     """Add a job; only functions of the job packages are accepted (400 otherwise)."""
-    service = current_service()
-    spec = service.rules.new_job(json_body())
-    job = service.scheduler.add_job(**spec)
-    service.notify()
+    job = current_runtime().operations.add(json_body())
     # The job as stored (APScheduler filled in its defaults and next run): no re-read,
     # and no history to look up: it has not run yet.
     return jsonify({**job_to_dict(job), "last_run": None})
@@ -47,12 +44,12 @@ def add_job() -> Response:
 
 def get_jobs() -> Response:
     """All jobs, or one page of them with ?limit=&offset= (only that page is read)."""
-    service = current_service()
+    store = current_runtime().store
     if "limit" not in request.args and "offset" not in request.args:
-        return jsonify(_with_last_run(service.store.entries()))
+        return jsonify(_with_last_run(store.entries()))
     limit = int_arg("limit", MAX_PAGE, 1, MAX_PAGE)
     offset = int_arg("offset", 0, 0, MAX_OFFSET)
-    jobs = service.store.page(limit, offset)
+    jobs = store.page(limit, offset)
     response = jsonify(_with_last_run(jobs))
     if len(jobs) == limit:
         query = urlencode({"limit": limit, "offset": offset + limit})
@@ -62,65 +59,50 @@ def get_jobs() -> Response:
 
 def get_job(job_id: str) -> Response:
     """One job; a row that cannot be read answers with its `error` (remove it, or re-add it)."""
-    entry = current_service().store.lookup_entry(job_id)
+    entry = current_runtime().store.lookup_entry(job_id)
     if entry is None:
         raise JobLookupError(job_id)
-    return jsonify(_with_last_run([entry])[0])
+    return _job_response(entry)
 
 
 def update_job(job_id: str) -> Response:
     """Change some fields; a new trigger replaces the old one and keeps a pause."""
-    service = current_service()
-    changes = service.rules.changes(json_body(), _job(job_id))
-    if changes:
-        if "trigger" in changes:
-            changes.setdefault("next_run_time", RESCHEDULE)
-        service.scheduler.modify_job(job_id, **changes)
-        service.notify()
-    return _job_response(job_id)
+    return _job_response(current_runtime().operations.change(job_id, _object(json_body())))
 
 
 def delete_job(job_id: str) -> Response:
-    service = current_service()
-    service.scheduler.remove_job(job_id)
-    service.notify()
+    current_runtime().operations.remove(job_id)
     return Response(status=204)
 
 
 def pause_job(job_id: str) -> Response:
-    service = current_service()
-    service.scheduler.pause_job(job_id)
-    service.notify()
-    return _job_response(job_id)
+    return _job_response(current_runtime().operations.pause(job_id))
 
 
 def resume_job(job_id: str) -> Response:
-    service = current_service()
-    service.scheduler.resume_job(job_id)
-    service.notify()
     # A job with no run time left is removed by APScheduler: answer null, as upstream.
-    if service.store.lookup_job(job_id) is None:
-        return jsonify(None)
-    return _job_response(job_id)
+    job = current_runtime().operations.resume(job_id)
+    return jsonify(None) if job is None else _job_response(job)
 
 
 def run_job(job_id: str) -> Response:
     """Queue a run now; the leader runs it in the app context and records it. Never blocks."""
-    service = current_service()
-    service.request_run(job_id)
-    return _job_response(job_id)
+    operations = current_runtime().operations
+    operations.run_now(job_id)
+    return _job_response(operations.store.lookup_job(job_id))
 
 
-def _job_response(job_id: str) -> Response:
-    return jsonify(_with_last_run([_job(job_id)])[0])
+def _job_response(job: Entry | None) -> Response:
+    if job is None:  # removed meanwhile
+        raise JobLookupError("")
+    return jsonify(_with_last_run([job])[0])
 
 
 def _with_last_run(jobs: Sequence[Job | Entry]) -> list[dict[str, Any]]:
-    return job_payloads(current_service(), jobs)
+    return job_payloads(current_runtime(), jobs)
 
 
-def _job(job_id: str) -> StoredJob:
-    job = current_service().store.lookup_job(job_id)
-    if job is None:
-        raise JobLookupError(job_id)
-    return job
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidJob(None, "the changes must be a JSON object")
+    return body

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from ..models import STATUSES
+from ..runtime import current_runtime
 from .history import MAX_PAGE as MAX_RUNS_PAGE
 from .jobs import MAX_OFFSET, MAX_PAGE
 from .openapi_schemas import DATE_TIME, JSON, ref, schemas
@@ -21,12 +22,8 @@ def register(bp: Blueprint) -> None:
 
 
 def openapi_json() -> Response:
-    return jsonify(
-        document(
-            current_app.config["SCHEDULER_API_PREFIX"] or "",
-            bool(current_app.config.get("SCHEDULER_API_TOKEN")),
-        )
-    )
+    settings = current_runtime().settings
+    return jsonify(document(settings.api_prefix, bool(settings.api_token), basic=settings.auth is not None))
 
 
 def body(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -63,8 +60,9 @@ def job_operation(summary: str, *statuses: int, request: dict[str, Any] | None =
     return operation
 
 
-def document(prefix: str, token_required: bool) -> dict[str, Any]:
-    """The whole API, with its prefix; the bearer scheme applies when a token is configured."""
+def document(prefix: str, token_required: bool, basic: bool = False) -> dict[str, Any]:
+    """The whole API, with its prefix; the bearer scheme applies when a token is configured,
+    HTTP Basic when SCHEDULER_AUTH is (either one is enough when both are)."""
     p = prefix
     no_content = {"description": "Done"}
     paths: dict[str, Any] = {
@@ -240,15 +238,20 @@ def document(prefix: str, token_required: bool) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas(),
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "basicAuth": {"type": "http", "scheme": "basic"},
+            },
         },
     }
     for item in paths.values():  # a body a cross-site form could send is refused
         for method, operation in item.items():
             if method in ("post", "patch", "delete"):
                 operation["responses"].update(errors(415))
-    if token_required:
-        doc["security"] = [{"bearerAuth": []}]
+    schemes = [{"bearerAuth": []}] if token_required else []
+    schemes += [{"basicAuth": []}] if basic else []
+    if schemes:
+        doc["security"] = schemes
     else:  # then nothing answers 401
         for item in paths.values():
             for operation in item.values():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..jobdefs import (
+from ..models import STATUSES
+from ..rules import (
     FUNC_REF,
     MAX_GRACE_S,
     MAX_ID_LENGTH,
@@ -13,7 +14,6 @@ from ..jobdefs import (
     RESERVED_IDS,
     SERVICE_JOB_PREFIX,
 )
-from ..models import STATUSES
 from ..triggers import CRON_FIELDS, INTERVAL_UNITS, MAX_JITTER_S
 
 JSON = "application/json"
@@ -65,7 +65,7 @@ def schemas() -> dict[str, Any]:
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_ID_LENGTH,
-        # As jobdefs._job_id: nothing that stops the id from being its own URL segment.
+        # As rules._job_id: nothing that stops the id from being its own URL segment.
         "pattern": r"^[^/\\?#%\s](?:[^/\\?#%]*[^/\\?#%\s])?$",
         "not": {
             "anyOf": [

@@ -1,14 +1,18 @@
-"""Alembic environment for the service's own tables (run by `flask db upgrade` or at start-up)."""
+"""Alembic environment for the service's own tables (`flask jobservice db upgrade`, or at start-up).
+
+It runs on the connection the service hands it (database.alembic_config), never on the
+app's own Flask-SQLAlchemy engine or Alembic environment, and records its revision in a
+version table of its own.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from alembic import context
-from flask import current_app
 
 from jobservice.database import VERSION_TABLE
-from jobservice.extensions import db
+from jobservice.models import metadata
 
 OUR_TABLES = ("apscheduler_jobs",)
 OUR_PREFIX = "jobservice_"
@@ -21,33 +25,18 @@ def include_name(name: str | None, type_: str, _parent: Any) -> bool:
     return name in OUR_TABLES or name.startswith(OUR_PREFIX)
 
 
-def run_migrations_offline() -> None:
+def run_migrations() -> None:
+    connection = context.config.attributes["connection"]
     context.configure(
-        url=current_app.config["SQLALCHEMY_DATABASE_URI"],
-        target_metadata=db.metadata,
-        literal_binds=True,
+        connection=connection,
+        target_metadata=metadata,
         version_table=VERSION_TABLE,
         include_name=include_name,
+        render_as_batch=True,
+        compare_type=True,
     )
     with context.begin_transaction():
         context.run_migrations()
 
 
-def run_migrations_online() -> None:
-    with db.engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=db.metadata,
-            version_table=VERSION_TABLE,
-            include_name=include_name,
-            render_as_batch=True,
-            compare_type=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-
-
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
+run_migrations()

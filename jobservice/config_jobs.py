@@ -1,9 +1,11 @@
-"""Jobs declared in JOBS (config.py), reconciled into the store at start-up.
+"""Jobs declared in the app's config (`JOBS`, `SCHEDULER_JOBS`) or in its code (Flask-APScheduler's
+`@scheduler.task`, and `add_job` before `start()`), reconciled into the store at start-up.
 
 A restart never duplicates a declared job and never moves its next run while its
 definition is unchanged (a fingerprint of the definition is kept beside it). A
-changed definition is applied; a paused job stays paused; a job dropped from JOBS
-is removed. Jobs added through the API are never touched.
+changed definition is applied; a paused job stays paused; a job no longer declared
+is removed. Jobs added at run time (the API, the CLI, `add_job` after `start()`) are
+never touched.
 """
 
 from __future__ import annotations
@@ -19,12 +21,10 @@ from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 
-from config import ConfigError
-
-from .cluster_scheduler import RESCHEDULE, ClusterScheduler
-from .errors import InvalidJob
-from .jobdefs import JobRules
+from .errors import ConfigError, InvalidJob
 from .models import DeclaredJob, utcnow
+from .rules import JobRules
+from .scheduler import RESCHEDULE, ClusterScheduler
 
 logger = logging.getLogger(__name__)
 declared = DeclaredJob.__table__
@@ -41,12 +41,12 @@ class Reconciled:
 
 
 def parse_declared(
-    rules: JobRules, jobs: Sequence[Mapping[str, Any]], context: Mapping[str, Any]
+    rules: JobRules, jobs: Sequence[Mapping[str, Any]], context: Mapping[str, Any], where: str = "JOBS"
 ) -> dict[str, tuple[dict[str, Any], str]]:
-    """Validate JOBS with the API's rules; ConfigError names the job and the field."""
+    """Validate declared jobs with the API's rules; ConfigError names the job and the field."""
     specs: dict[str, tuple[dict[str, Any], str]] = {}
     for index, definition in enumerate(jobs):
-        label = f"JOBS[{index}]" + (
+        label = f"{where}[{index}]" + (
             f" ({definition['id']!r})" if isinstance(definition, dict) and "id" in definition else ""
         )
         try:
@@ -56,8 +56,22 @@ def parse_declared(
             raise ConfigError(f"{label}:{where} {exc.message}") from None
         if spec["id"] in specs:
             raise ConfigError(f"{label}: job id {spec['id']!r} is declared twice")
-        specs[spec["id"]] = (spec, fingerprint(definition, context))
+        specs[spec["id"]] = (spec, fingerprint(_as_text(definition, spec), context))
     return specs
+
+
+def _as_text(definition: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The definition with its function as text and a trigger object as its description:
+    a function object or a trigger would fingerprint by its memory address."""
+    text = dict(definition)
+    text["func"] = spec["func"]
+    trigger = text.get("trigger", "date")
+    if not isinstance(trigger, (str, dict)):
+        # Not repr(): an interval's default start (now + the interval) differs in every process.
+        parts = [str(trigger), str(getattr(trigger, "timezone", ""))]
+        parts += [str(getattr(trigger, name, None)) for name in ("end_date", "jitter", "run_date")]
+        text["trigger"] = " ".join(parts)
+    return text
 
 
 def fingerprint(definition: Mapping[str, Any], context: Mapping[str, Any]) -> str:

@@ -42,6 +42,8 @@ MAX_INSTANCES = 1000
 #: Past this, use null (no limit): larger values overflow Python's timedelta.
 MAX_GRACE_S = 366 * 86400
 FUNC_REF = re.compile(r"(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<name>[A-Za-z_]\w*)")
+#: A script's own functions (`python app.py`), as Flask-APScheduler's examples schedule them.
+MAIN = "__main__"
 
 
 class JobRules:
@@ -75,13 +77,14 @@ class JobRules:
         if job_id.startswith(SERVICE_JOB_PREFIX) and not self.service_jobs:
             reserved = f"ids starting with {SERVICE_JOB_PREFIX} are reserved for the service's own jobs"
             raise InvalidJob("id", reserved)
-        func = self.resolve_func(fields.get("func"))
+        func_ref = self.func_ref(fields.get("func"))
+        func = self.resolve_func(func_ref)
         args, kwargs = _arguments(func, fields.get("args", []), fields.get("kwargs", {}))
         trigger_fields = {k: v for k, v in fields.items() if k in ALL_TRIGGER_FIELDS}
         trigger = build_trigger(fields.get("trigger", "date"), trigger_fields, self.timezone)
         return {
             "id": job_id,
-            "func": fields["func"],
+            "func": func_ref,
             "trigger": trigger,
             "args": args,
             "kwargs": kwargs,
@@ -107,7 +110,7 @@ class JobRules:
             )
         changes: dict[str, Any] = {}
         if {"func", "args", "kwargs"} & fields.keys():
-            func_ref = fields.get("func", job.func_ref)
+            func_ref = self.func_ref(fields.get("func", job.func_ref))
             func = self.resolve_func(func_ref)
             args = fields.get("args", list(job.args))
             kwargs = fields.get("kwargs", dict(job.kwargs))
@@ -121,16 +124,33 @@ class JobRules:
         changes.update(self._options(fields))
         return changes
 
-    def resolve_func(self, ref: object) -> Callable[..., Any]:
-        """The function a reference names, if it is one a job may run."""
+    def func_ref(self, func: object) -> object:
+        """The text reference of a job's function: Flask-APScheduler code may give the
+        function itself (in JOBS, add_job, @task); it is stored as 'module:function'."""
+        if inspect.isfunction(func):
+            return f"{func.__module__}:{func.__qualname__}"
+        return func
+
+    def refusal(self, ref: object) -> str | None:
+        """Why this reference may not be run, judged as text without importing anything; None
+        if it names a public module-level function's place in the job packages."""
         match = FUNC_REF.fullmatch(ref) if isinstance(ref, str) else None
         if match is None:
-            raise InvalidJob("func", self.allowed_funcs)
+            return self.allowed_funcs
         module_name, name = match["module"], match["name"]
         if not any(module_name == p or module_name.startswith(p + ".") for p in self.packages):
-            raise InvalidJob("func", f"{ref!r} is outside the job packages; {self.allowed_funcs}")
-        if name.startswith("_") or any(part.startswith("_") for part in module_name.split(".")):
-            raise InvalidJob("func", f"{ref!r} is private; {self.allowed_funcs}")
+            return f"{ref!r} is outside the job packages; {self.allowed_funcs}"
+        parts = [] if module_name == MAIN else module_name.split(".")
+        if name.startswith("_") or any(part.startswith("_") for part in parts):
+            return f"{ref!r} is private; {self.allowed_funcs}"
+        return None
+
+    def resolve_func(self, ref: object) -> Callable[..., Any]:
+        """The function a reference names, if it is one a job may run."""
+        refused = self.refusal(ref)
+        if refused is not None:
+            raise InvalidJob("func", refused)
+        module_name, name = str(ref).split(":")
         module = _import(module_name)
         func = vars(module).get(name)
         if func is None:

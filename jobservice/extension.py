@@ -1,0 +1,57 @@
+"""What jobservice adds to a Flask app, once per app: its Runtime, its routes, its commands.
+
+Both doors in (`JobService(app)`, and Flask-APScheduler's `APScheduler().init_app(app)`)
+come here, so an app gets one Runtime however many times, and through whichever of them,
+it is initialised. Settings come from `app.config` (see `settings`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from . import api, cli, health, lifecycle
+from .database import check_schema, default_sqlite_url, make_engine, prepare_schema
+from .runtime import EXTENSION, Runtime
+from .settings import read
+
+logger = logging.getLogger(__name__)
+
+
+def init_app(app: Flask, start: bool | None = None) -> Runtime:
+    """The app's Runtime, made on first call. A serving process joins the election when
+    `start` says so (default: SCHEDULER_AUTOSTART); a `flask` command never does."""
+    runtime: Runtime | None = app.extensions.get(EXTENSION)
+    if runtime is None:
+        runtime = _install(app)
+    if start if start is not None else runtime.settings.autostart:
+        start_runtime(runtime)
+    return runtime
+
+
+def start_runtime(runtime: Runtime, declared: list[dict] | None = None) -> None:
+    """Reconcile the declared jobs and join the election, in a serving process."""
+    if lifecycle.is_serving() and not runtime.started:
+        check_schema(runtime.engine)
+        runtime.reconcile(declared)
+        runtime.start()
+
+
+def _install(app: Flask) -> Runtime:
+    settings = read(app.config, app.import_name)
+    url = settings.database_url or default_sqlite_url(app.instance_path)
+    engine = make_engine(url, settings.lease_s)
+    prepare_schema(engine, app.instance_path, settings.auto_upgrade)
+    runtime = Runtime(app, settings, engine)
+    app.extensions[EXTENSION] = runtime
+    api.init_app(app, settings)
+    health.init_app(app, settings)
+    cli.init_app(app)
+    if settings.api_enabled and not settings.api_token and settings.auth is None:
+        logger.warning(
+            "The scheduler API is on without credentials: anyone who reaches %s can add and run "
+            "jobs of the job packages. Set SCHEDULER_API_TOKEN, or SCHEDULER_AUTH as in Flask-APScheduler.",
+            settings.api_prefix or "/",
+        )
+    return runtime
