@@ -26,13 +26,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import database
 from .errors import InvalidJob, ProtectedJob
+from .export_import import export_jobs, import_jobs
+from .job_json import dumps, job_payloads
 from .jobstore import BrokenJobError, StaleJobError
 from .models import STATUSES
 from .operations import ImportRefused
-from .payloads import dumps, job_payloads
 from .runs import RunFilter, list_runs
 from .runtime import Runtime, current_runtime
-from .transfer import export_jobs, import_jobs
 
 EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_REFUSED = 1, 2, 3, 4, 5
 
@@ -140,7 +140,7 @@ def list_jobs(limit: int | None, offset: int, as_json: bool) -> None:
     with failures():
         service = current_runtime()
         jobs = service.store.page(limit, offset) if limit else service.store.entries()
-        output(job_payloads(service, jobs), as_json, job_table)
+        output(job_payloads(service.engine, jobs), as_json, job_table)
 
 
 @jobs_cli.command("show")
@@ -153,7 +153,7 @@ def show_job(job_id: str, as_json: bool) -> None:
         entry = service.store.lookup_entry(job_id)
         if entry is None:
             raise JobLookupError(job_id)
-        output(job_payloads(service, [entry])[0], as_json, lambda job: _fields(job))
+        output(job_payloads(service.engine, [entry])[0], as_json, lambda job: _fields(job))
 
 
 @jobs_cli.command("add")
@@ -169,7 +169,7 @@ def add_job(definition: str, as_json: bool) -> None:
     with failures():
         service = current_runtime()
         job = service.operations.add(read_json(definition))
-        output(job_payloads(service, [_job(service, job.id)])[0], as_json, lambda job: _fields(job))
+        output(job_payloads(service.engine, [_job(service, job.id)])[0], as_json, lambda job: _fields(job))
 
 
 def job_action(name: str, help_text: str, act: Callable[[Runtime, str], None]) -> None:
@@ -196,7 +196,7 @@ job_action("remove", "Remove a job.", lambda s, i: s.operations.remove(i))
 def export_command(path: str | None) -> None:
     """Write every job to one JSON file (the API's job form)."""
     with failures():
-        text = dumps(export_jobs(current_runtime()), indent=2)
+        text = dumps(export_jobs(current_runtime().store, current_runtime().timezone), indent=2)
     if path is None:
         click.echo(text)
     else:
@@ -211,7 +211,7 @@ def import_command(source: str, replace: bool) -> None:
     """Import an export: SOURCE is a file path, or - for stdin. All jobs or none."""
     with failures():
         document = read_json(source if source == "-" else f"@{source}")
-        ids = import_jobs(current_runtime(), document, replace=replace)
+        ids = import_jobs(current_runtime().operations, document, replace=replace)
         click.echo(f"imported {len(ids)} jobs")
 
 

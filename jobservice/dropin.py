@@ -32,10 +32,10 @@ from apscheduler.schedulers.base import (
 from flask import Flask
 
 from . import extension
+from .cluster import PAUSED, STOPPED
 from .errors import ConfigError
 from .runtime import Runtime
 from .scheduler import ClusterScheduler
-from .state import PAUSED, STOPPED
 
 
 class APScheduler:
@@ -101,7 +101,19 @@ class APScheduler:
     # Set-up, start and stop ------------------------------------------------------------
 
     def init_app(self, app: Flask) -> None:
-        """Initialise on a Flask app (the app's one jobservice Runtime is made, or reused)."""
+        """Initialise on a Flask app (the app's one jobservice Runtime is made, or reused).
+        As upstream, attributes set before this are the defaults of the SCHEDULER_* keys."""
+        for key, value in (
+            ("SCHEDULER_API_ENABLED", self.api_enabled),
+            ("SCHEDULER_API_PREFIX", self.api_prefix),
+            ("SCHEDULER_ENDPOINT_PREFIX", self.endpoint_prefix),
+            ("SCHEDULER_ALLOWED_HOSTS", self.allowed_hosts),
+            ("SCHEDULER_AUTH", self.auth),
+        ):
+            if key not in app.config and not (
+                key == "SCHEDULER_API_ENABLED" and "SCHEDULER_VIEWS_ENABLED" in app.config
+            ):
+                app.config[key] = value
         self._attach(app, extension.init_app(app, start=False))
 
     def _attach(self, app: Flask, runtime: Runtime) -> None:
@@ -123,7 +135,8 @@ class APScheduler:
         allowed host), and start the cluster if it was shut down (paused, if asked)."""
         runtime = self._bound()
         extension.start_runtime(runtime, list(self._declared.values()))
-        self._started = True
+        # As upstream, a host outside SCHEDULER_ALLOWED_HOSTS does not start (it serves).
+        self._started = runtime.settings.this_host_may_lead()
         runtime.operations.start_cluster(paused=paused)
         if paused:
             runtime.operations.pause_cluster()

@@ -1,14 +1,21 @@
 """Monitoring endpoints: GET /health (can this process serve, who leads, is the leader
-processing, is any job hung) and GET /metrics (Prometheus)."""
+processing, is any job hung) and GET /metrics (Prometheus).
+
+During an outage both still answer: /health says what is unreachable; /metrics leaves
+out what it cannot read, and `jobservice_database_up` and `jobservice_redis_up` say why.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import redis
 from flask import Blueprint, Flask, Response, jsonify
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -125,7 +132,7 @@ def prometheus_metrics() -> Response:
         refused = require_auth()
         if refused is not None:
             return refused
-    payload, content_type = metrics.exposition(runtime)
+    payload, content_type = metrics.exposition(ClusterCollector(runtime))
     return Response(payload, content_type=content_type)
 
 
@@ -151,3 +158,60 @@ def _redis(service: Runtime) -> str:
     except (redis.RedisError, OSError):
         return "unreachable"
     return "ok"
+
+
+class ClusterCollector(Collector):
+    """Values that belong to the cluster, not to a process: read when scraped, each source
+    on its own, so an outage of one leaves the others (and says so)."""
+
+    def __init__(self, service: Runtime) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._database()
+        yield from self._lease()
+
+    def _database(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("jobservice_database_up", "1 if this scrape could read the database, else 0.")
+        try:
+            count = self.service.store.count()
+            state = self.service.cluster.snapshot()
+            overrunning = len(overrunning_runs(self.service.engine))
+        except SQLAlchemyError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield _gauge("jobservice_jobs", "Jobs in the store.", count)
+        paused = 1 if state["paused"] else 0
+        yield _gauge("jobservice_cluster_paused", "1 while processing is paused everywhere.", paused)
+        since = None if state["last_pass_at"] is None else metrics.seconds_since(state["last_pass_at"])
+        yield _gauge(
+            "jobservice_seconds_since_last_pass", "Seconds since the leader last processed due jobs.", since
+        )
+        yield _gauge("jobservice_runs_overrunning", "Runs going past their job's interval now.", overrunning)
+
+    def _lease(self) -> Iterator[Metric]:
+        if self.service.redis is not None:
+            try:
+                reachable = bool(self.service.redis.ping())
+            except (redis.RedisError, OSError):
+                reachable = False
+            yield _gauge("jobservice_redis_up", "1 if this scrape could reach Redis, else 0.", int(reachable))
+        leader = self.service.leader()
+        fence = None if leader is None else leader.fence
+        yield _gauge("jobservice_leader_fence", "Fencing number of the current leader.", fence)
+        yield _gauge(
+            "jobservice_lease_seconds_left",
+            "Seconds before the leader's lease expires.",
+            self.service.lease_seconds_left(),
+        )
+
+
+def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
+    """A gauge family with one sample, or none when the value is unknown."""
+    family = GaugeMetricFamily(name, documentation)
+    if value is not None:
+        family.add_metric([], value)
+    return family

@@ -15,18 +15,32 @@ import logging
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import click
 from flask.helpers import get_debug_flag
 from werkzeug.serving import is_running_from_reloader
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
-
 logger = logging.getLogger(__name__)
 
-_services: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+class Participant(Protocol):
+    """What takes part in the election in this process (a Runtime)."""
+
+    started: bool
+    pid: int
+    should_restart_after_fork: bool
+
+    def start(self) -> None: ...
+
+    def stop(self, forking: bool = False) -> None: ...
+
+    def after_fork(self) -> None: ...
+
+    def flush_outcomes(self) -> None: ...
+
+
+_services: weakref.WeakSet[Participant] = weakref.WeakSet()
 _hooks_installed = False
 _forking_from_main_thread = False
 
@@ -45,7 +59,7 @@ def is_serving() -> bool:
     return not reload or is_running_from_reloader()
 
 
-def register(service: Runtime) -> None:
+def register(service: Participant) -> None:
     """Track a started service for fork and exit handling."""
     global _hooks_installed
     _services.add(service)
@@ -84,4 +98,4 @@ def _leave_all() -> None:
 def _flush_all() -> None:
     for service in list(_services):
         if service.pid == os.getpid():
-            service.recorder.flush()
+            service.flush_outcomes()

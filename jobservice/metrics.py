@@ -4,9 +4,7 @@ Runs happen in whichever worker leads, while /metrics is answered by any worker,
 the per-process numbers go through prometheus_client's multi-process mode (each
 process writes its values to files in PROMETHEUS_MULTIPROC_DIR; a scrape sums
 them). The cluster's own numbers (jobs in the store, lease time left, last pass)
-are read at scrape time from the database and the lease. During an outage the
-scrape still answers: what cannot be read is left out, and `jobservice_database_up`
-and `jobservice_redis_up` say why.
+are read at scrape time by health.ClusterCollector, beside the /metrics route.
 """
 
 from __future__ import annotations
@@ -14,10 +12,10 @@ from __future__ import annotations
 import atexit
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 # prometheus_client picks its mode when it is first imported: point it at a directory
 # this host's workers share before that happens. An explicit setting wins.
@@ -26,7 +24,6 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(DEFAULT_DIR)
 
-import redis  # noqa: E402
 from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -36,15 +33,9 @@ from prometheus_client import (  # noqa: E402
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
 from prometheus_client.registry import Collector  # noqa: E402
-from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
 from .models import SCHEDULED, utcnow  # noqa: E402
-from .runs import overrunning_runs  # noqa: E402
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 DURATION_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
@@ -76,11 +67,12 @@ LEADERSHIP_CHANGES = Counter("jobservice_leadership_changes", "Changes of role i
 _FILE_PID = re.compile(r"_(\d+)\.db$")
 
 
-def exposition(service: Runtime) -> tuple[bytes, str]:
-    """Every worker's numbers summed, plus the cluster's own, in Prometheus text format."""
+def exposition(cluster: Collector) -> tuple[bytes, str]:
+    """Every worker's numbers summed, plus the cluster's own (read when scraped by
+    `cluster`), in Prometheus text format."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    registry.register(ClusterCollector(service))
+    registry.register(cluster)
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
@@ -118,63 +110,6 @@ def run_overrunning(job_id: str) -> None:
 
 def dead_run_closed() -> None:
     DEAD_RUNS.inc()
-
-
-class ClusterCollector(Collector):
-    """Values that belong to the cluster, not to a process: read when scraped, each source
-    on its own, so an outage of one leaves the others (and says so)."""
-
-    def __init__(self, service: Runtime) -> None:
-        self.service = service
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._database()
-        yield from self._lease()
-
-    def _database(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("jobservice_database_up", "1 if this scrape could read the database, else 0.")
-        try:
-            count = self.service.store.count()
-            state = self.service.cluster.snapshot()
-            overrunning = len(overrunning_runs(self.service.engine))
-        except SQLAlchemyError:
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        yield _gauge("jobservice_jobs", "Jobs in the store.", count)
-        paused = 1 if state["paused"] else 0
-        yield _gauge("jobservice_cluster_paused", "1 while processing is paused everywhere.", paused)
-        since = None if state["last_pass_at"] is None else seconds_since(state["last_pass_at"])
-        yield _gauge(
-            "jobservice_seconds_since_last_pass", "Seconds since the leader last processed due jobs.", since
-        )
-        yield _gauge("jobservice_runs_overrunning", "Runs going past their job's interval now.", overrunning)
-
-    def _lease(self) -> Iterator[Metric]:
-        if self.service.redis is not None:
-            try:
-                reachable = bool(self.service.redis.ping())
-            except (redis.RedisError, OSError):
-                reachable = False
-            yield _gauge("jobservice_redis_up", "1 if this scrape could reach Redis, else 0.", int(reachable))
-        leader = self.service.leader()
-        fence = None if leader is None else leader.fence
-        yield _gauge("jobservice_leader_fence", "Fencing number of the current leader.", fence)
-        yield _gauge(
-            "jobservice_lease_seconds_left",
-            "Seconds before the leader's lease expires.",
-            self.service.lease_seconds_left(),
-        )
-
-
-def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
-    """A gauge family with one sample, or none when the value is unknown."""
-    family = GaugeMetricFamily(name, documentation)
-    if value is not None:
-        family.add_metric([], value)
-    return family
 
 
 def seconds_since(moment: datetime) -> float:

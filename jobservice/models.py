@@ -167,3 +167,13 @@ class DeclaredJob(Base):
     job_id = Column(Unicode(191), primary_key=True)
     fingerprint = Column(String(64), nullable=False)
     updated_at = Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+def ignore_jobservice_tables(name: str | None, type_: str, parent_names: Any) -> bool:
+    """For an app's own Alembic autogenerate (`Migrate(app, db, include_name=...)`): leave
+    jobservice's tables out, which its own migrations look after."""
+    return not (type_ == "table" and name is not None and (name in OWN_TABLES or name.startswith(OWN_PREFIX)))
+
+
+OWN_TABLES = ("apscheduler_jobs", "jobservice_alembic_version")
+OWN_PREFIX = "jobservice_"

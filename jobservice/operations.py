@@ -16,12 +16,12 @@ from typing import Any
 from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 
+from .cluster import Cluster
 from .errors import InvalidJob
 from .jobstore import ClusterJobStore, StoredJob
 from .ledger import RunKey, RunLedger
 from .rules import JobRules
 from .scheduler import RESCHEDULE, ClusterScheduler
-from .state import Cluster
 
 logger = logging.getLogger(__name__)
 

@@ -127,9 +127,18 @@ class JobRules:
     def func_ref(self, func: object) -> object:
         """The text reference of a job's function: Flask-APScheduler code may give the
         function itself (in JOBS, add_job, @task); it is stored as 'module:function'."""
-        if inspect.isfunction(func):
-            return f"{func.__module__}:{func.__qualname__}"
-        return func
+        if isinstance(func, str) or not callable(func):
+            return func
+        module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", None)
+        if not isinstance(module, str) or not isinstance(qualname, str):
+            raise InvalidJob("func", f"{func!r} has no module and name to be stored by; {self.allowed_funcs}")
+        if "." in qualname:  # a nested function, a method, a lambda
+            raise InvalidJob(
+                "func",
+                f"{module}:{qualname} is not a module-level function: a job is stored by reference, "
+                "so its function must be defined at the top level of a module of the job packages",
+            )
+        return f"{module}:{qualname}"
 
     def refusal(self, ref: object) -> str | None:
         """Why this reference may not be run, judged as text without importing anything; None

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import lifecycle, maintenance, metrics
 from .bus import RELEASED, WAKEUP, Bus, FileBus, RedisBus
+from .cluster import Cluster
 from .config_jobs import Reconciled, parse_declared, reconcile
 from .database import startup_lock
 from .errors import ConfigError
@@ -38,7 +39,6 @@ from .recorder import Recorder
 from .rules import JobRules
 from .scheduler import IDLE_RESCAN_S, ClusterScheduler
 from .settings import Settings
-from .state import Cluster
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +191,10 @@ class Runtime:
         self.bus.close()
         self.scheduler.stop_processing()
         self.recorder.stop()
+
+    def flush_outcomes(self) -> None:
+        """Write the outcomes of finished runs now (at exit, after running jobs finished)."""
+        self.recorder.flush()
 
     def close(self) -> None:
         """Stop everything, for tests and tools that build several apps in one process."""

@@ -76,12 +76,18 @@ class Server:
     env: dict[str, str]
     port: int
     log_path: Path
+    cwd: Path = ROOT
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> Server:
         log = open(self.log_path, "ab")  # noqa: SIM115 (the child keeps writing to it)
         self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         return self

@@ -147,7 +147,7 @@ def session(app: Flask) -> Session:
 def close_app(app: Flask) -> None:
     service = app.extensions["jobservice"]
     service.close()
-    jobfuncs.dispose(app.config["JOBSERVICE_DATABASE_URL"])
+    jobfuncs.dispose(app.config.get("JOBSERVICE_DATABASE_URL", ""))
     for path in Path(app.instance_path).glob(f"*{service.cluster.cluster_id}*"):
         path.unlink(missing_ok=True)
 

@@ -20,7 +20,9 @@ def test_health_of_a_leading_process(make_app: Callable[..., Flask]) -> None:
     assert body["leader"] == app.extensions["jobservice"].leader().worker
     assert body["database"] == "ok" and body["redis"] == "not configured"
     assert body["jobs"] == 1 and body["fence"] >= 1  # the built-in maintenance job
-    assert 0 < body["lease_seconds_left"] <= app.config["JOBSERVICE_LEADER_LEASE_SECONDS"]  # as the leader trusts it
+    assert (
+        0 < body["lease_seconds_left"] <= app.config["JOBSERVICE_LEADER_LEASE_SECONDS"]
+    )  # as the leader trusts it
     assert 0 <= body["seconds_since_last_pass"] < 2 * app.config["JOBSERVICE_LEADER_LEASE_SECONDS"]
 
 

@@ -7,7 +7,7 @@ from flask import Blueprint, Flask
 
 from ..errors import ConfigError
 from ..settings import Settings
-from . import auth, control, errors, history, jobs, openapi, transfer
+from . import auth, control, errors, export_import, history, jobs, openapi
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -19,7 +19,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     bp.before_request(errors.refuse_form_types)
     errors.register(bp)
     control.register(bp)
-    transfer.register(bp)  # before the job routes: /jobs/export is not a job id
+    export_import.register(bp)  # before the job routes: /jobs/export is not a job id
     jobs.register(bp)
     history.register(bp)
     openapi.register(bp)

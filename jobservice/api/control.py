@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..cluster import STOPPED
 from ..identity import host_name
 from ..runtime import current_runtime
-from ..state import STOPPED
 from .errors import ApiError, json_body
 
 

@@ -13,8 +13,8 @@ from flask_apscheduler.json import jsonify
 from flask_apscheduler.utils import job_to_dict
 
 from ..errors import InvalidJob
+from ..job_json import job_payloads
 from ..jobstore import Entry
-from ..payloads import job_payloads
 from ..runtime import current_runtime
 from .errors import json_body
 from .params import int_arg
@@ -99,7 +99,7 @@ def _job_response(job: Entry | None) -> Response:
 
 
 def _with_last_run(jobs: Sequence[Job | Entry]) -> list[dict[str, Any]]:
-    return job_payloads(current_runtime(), jobs)
+    return job_payloads(current_runtime().engine, jobs)
 
 
 def _object(body: Any) -> dict[str, Any]:

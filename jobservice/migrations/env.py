@@ -12,17 +12,12 @@ from typing import Any
 from alembic import context
 
 from jobservice.database import VERSION_TABLE
-from jobservice.models import metadata
-
-OUR_TABLES = ("apscheduler_jobs",)
-OUR_PREFIX = "jobservice_"
+from jobservice.models import ignore_jobservice_tables, metadata
 
 
-def include_name(name: str | None, type_: str, _parent: Any) -> bool:
+def include_name(name: str | None, type_: str, parent: Any) -> bool:
     """Autogenerate only sees our tables, never the host application's."""
-    if type_ != "table" or name is None:
-        return True
-    return name in OUR_TABLES or name.startswith(OUR_PREFIX)
+    return type_ != "table" or name is None or not ignore_jobservice_tables(name, type_, parent)
 
 
 def run_migrations() -> None:

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from ..export_import import export_jobs, import_jobs
 from ..operations import ImportRefused
 from ..runtime import current_runtime
-from ..transfer import export_jobs, import_jobs
 from .errors import ApiError, accepts_multipart, error_response, json_body
 
 #: An export of many jobs can be far bigger than a single job definition.
@@ -24,7 +24,7 @@ def register(bp: Blueprint) -> None:
 
 def export() -> Response:
     """Every job as one JSON file (the API's job form); paused jobs stay paused on import."""
-    document = export_jobs(current_runtime())
+    document = export_jobs(current_runtime().store, current_runtime().timezone)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     response = current_app.response_class(json.dumps(document, indent=2), mimetype="application/json")
     response.headers["Content-Disposition"] = f'attachment; filename="jobs-{stamp}.json"'
@@ -39,7 +39,7 @@ def import_() -> tuple[Response, int] | Response:
     request.max_content_length = IMPORT_MAX_BYTES
     replace = _flag("replace")
     try:
-        ids = import_jobs(current_runtime(), _document(), replace=replace)
+        ids = import_jobs(current_runtime().operations, _document(), replace=replace)
     except ImportRefused as exc:
         status = 409 if all("already exists" in e.error_message for e in exc.errors) else 400
         response = error_response(status, str(exc))

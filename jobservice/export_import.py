@@ -7,8 +7,8 @@ checked first, and all are written in one transaction.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, tzinfo
+from typing import Any
 
 from apscheduler.job import Job
 from apscheduler.triggers.cron import CronTrigger
@@ -16,25 +16,23 @@ from apscheduler.triggers.interval import IntervalTrigger
 from flask_apscheduler.utils import trigger_to_dict
 
 from .errors import InvalidJob
-from .jobstore import BrokenJob
+from .jobstore import BrokenJob, ClusterJobStore
 from .models import utcnow
+from .operations import Operations
 from .rules import SERVICE_JOB_PREFIX
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 FORMAT_VERSION = 1
 
 
-def export_jobs(service: Runtime) -> dict[str, Any]:
+def export_jobs(store: ClusterJobStore, timezone: tzinfo) -> dict[str, Any]:
     """Every job (but the service's own) as definitions the API accepts; rows that cannot
     be read are listed under `unreadable` with their error instead."""
-    entries = [entry for entry in service.store.entries() if not entry.id.startswith(SERVICE_JOB_PREFIX)]
+    entries = [entry for entry in store.entries() if not entry.id.startswith(SERVICE_JOB_PREFIX)]
     document: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "exported_at": utcnow().isoformat(),
-        "timezone": str(service.timezone),
-        "jobs": [definition(entry, service) for entry in entries if not isinstance(entry, BrokenJob)],
+        "timezone": str(timezone),
+        "jobs": [definition(entry, timezone) for entry in entries if not isinstance(entry, BrokenJob)],
     }
     unreadable = [{"id": e.id, "error": e.error} for e in entries if isinstance(e, BrokenJob)]
     if unreadable:
@@ -42,7 +40,7 @@ def export_jobs(service: Runtime) -> dict[str, Any]:
     return document
 
 
-def definition(job: Job, service: Runtime) -> dict[str, Any]:
+def definition(job: Job, timezone: tzinfo) -> dict[str, Any]:
     """A job in the form POST /scheduler/jobs takes; a paused job stays paused."""
     trigger_fields = trigger_to_dict(job.trigger).items()
     fields: dict[str, Any] = {
@@ -58,7 +56,7 @@ def definition(job: Job, service: Runtime) -> dict[str, Any]:
     }
     trigger = job.trigger
     if isinstance(trigger, (IntervalTrigger, CronTrigger)):
-        if str(trigger.timezone) != str(service.timezone):
+        if str(trigger.timezone) != str(timezone):
             fields["timezone"] = str(trigger.timezone)
         if trigger.jitter is not None:
             fields["jitter"] = trigger.jitter
@@ -67,9 +65,9 @@ def definition(job: Job, service: Runtime) -> dict[str, Any]:
     return fields
 
 
-def import_jobs(runtime: Runtime, document: object, replace: bool = False) -> list[str]:
+def import_jobs(operations: Operations, document: object, replace: bool = False) -> list[str]:
     """Check every job of an export (or a bare list of jobs); add all of them or none."""
-    return runtime.operations.add_many(_job_list(document), replace=replace)
+    return operations.add_many(_job_list(document), replace=replace)
 
 
 def _job_list(document: object) -> list[Any]:

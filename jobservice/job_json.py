@@ -5,27 +5,25 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from apscheduler.job import Job
 from flask_apscheduler.utils import job_to_dict
+from sqlalchemy.engine import Engine
 
 from .jobstore import BrokenJob, Entry
 from .runs import last_runs
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
-
 LAST_RUN_CHUNK = 1000
 
 
-def job_payloads(service: Runtime, jobs: Sequence[Job | Entry]) -> list[dict[str, Any]]:
+def job_payloads(engine: Engine, jobs: Sequence[Job | Entry]) -> list[dict[str, Any]]:
     """Flask-APScheduler's job JSON, plus `last_run` (status and times, or null). A row
     that cannot be read shows as its id, next run time and `error`."""
     latest: dict[str, dict[str, Any]] = {}
     ids = [job.id for job in jobs]
     for start in range(0, len(ids), LAST_RUN_CHUNK):
-        latest.update(last_runs(service.engine, ids[start : start + LAST_RUN_CHUNK]))
+        latest.update(last_runs(engine, ids[start : start + LAST_RUN_CHUNK]))
     return [{**_job_dict(job), "last_run": latest.get(job.id)} for job in jobs]
 
 
