@@ -67,7 +67,7 @@ def prepare_schema(engine: Engine, instance_path: str, auto_upgrade: bool) -> No
 
 
 def configure_engine(engine: Engine) -> None:
-    """Per-backend connection set-up, for Flask-SQLAlchemy's engine and the service's own."""
+    """Per-backend connection set-up of the service's engine."""
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if engine.dialect.name in MYSQL:

@@ -90,7 +90,7 @@ class ClusterJobStore(SQLAlchemyJobStore):
         BaseJobStore.start(self, scheduler, alias)
 
     def shutdown(self) -> None:
-        """The engine is Flask-SQLAlchemy's and outlives the scheduler."""
+        """The engine belongs to the Runtime, which disposes of it (close())."""
 
     def lookup_job(self, job_id: str) -> StoredJob | None:
         """The job, None if there is none; BrokenJobError if its row cannot be read."""

@@ -18,14 +18,20 @@ from pathlib import Path
 from typing import Any
 
 # prometheus_client picks its mode when it is first imported: point it at a directory
-# this host's workers share before that happens. An explicit setting wins.
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "instance" / "prometheus"
+# this host's workers share before that happens: `instance/prometheus` where the app is
+# started (where Flask keeps an app's instance folder too). An explicit setting wins; where
+# that directory cannot be made, each process keeps its own numbers.
+DEFAULT_DIR = Path.cwd() / "instance" / "prometheus"
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(DEFAULT_DIR)
+    try:
+        DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(DEFAULT_DIR)
+    except OSError:
+        pass
 
 from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -70,10 +76,17 @@ _FILE_PID = re.compile(r"_(\d+)\.db$")
 def exposition(cluster: Collector) -> tuple[bytes, str]:
     """Every worker's numbers summed, plus the cluster's own (read when scraped by
     `cluster`), in Prometheus text format."""
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:  # no shared directory: this process's own numbers
+        registry = REGISTRY
     registry.register(cluster)
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    try:
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    finally:
+        if registry is REGISTRY:
+            registry.unregister(cluster)
 
 
 def run_ended(
@@ -130,6 +143,8 @@ def forget_dead_processes() -> None:
     if _tidied:
         return
     _tidied = True
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     dead = []
     for path in directory.glob("gauge_live*.db"):
