@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -251,3 +252,22 @@ def test_sigterm_lets_the_running_job_finish_while_the_next_leader_takes_over(cl
     [run] = other.get("/scheduler/jobs/slow/runs")[1]
     assert run["status"] == "succeeded" and run["trigger"] == "manual"
     assert duplicates(cluster.fires()) == []
+
+
+def test_a_host_outside_allowed_hosts_never_leads(cluster: Cluster) -> None:
+    """SCHEDULER_ALLOWED_HOSTS as in Flask-APScheduler: only the hosts listed campaign. Both
+    masters run on this machine, so one lists this host's name and the other does not."""
+    here = socket.gethostname()
+    allowed = cluster.host(SCHEDULER_ALLOWED_HOSTS=here)
+    elsewhere = cluster.host(SCHEDULER_ALLOWED_HOSTS="not-this-host")
+    assert elsewhere.get("/scheduler")[1]["allowed_hosts"] == ["not-this-host"]
+    assert elsewhere.post("/scheduler/jobs", EVERY_SECOND)[0] == 200  # it serves the API
+    watch(4)
+    fires = cluster.fires()
+    assert fires and {f.pid for f in fires} <= set(allowed.children())
+    stopped_at = time.time()
+    allowed.stop()
+    watch(4)
+    assert [f for f in cluster.fires() if f.started_at.timestamp() > stopped_at + 0.5] == []
+    status, body = elsewhere.get("/health")
+    assert status == 200 and body["leader"] is None and body["status"] == "degraded"
