@@ -79,6 +79,7 @@ class RedisLease:
         self._fence_floor = fence_floor
         self._can_list_clients = True
         self._connected: tuple[redis.Redis, Lock] | None = None
+        self._connecting = threading.Lock()
 
     @property
     def _client(self) -> redis.Redis:
@@ -89,19 +90,27 @@ class RedisLease:
         return self._connect()[1]
 
     def _connect(self) -> tuple[redis.Redis, Lock]:
-        """Open the lease's own connection on first use: a process may start while Redis is down."""
-        if self._connected is None:
-            # No retries: a renewal must fail fast, not outlive the lease retrying.
-            client = redis.Redis.from_url(
-                self._url,
-                single_connection_client=True,
-                socket_timeout=self._timeout_s,
-                socket_connect_timeout=self._timeout_s,
-                retry=Retry(NoBackoff(), 0),
-            )
-            lock = Lock(client, self._lock_name, timeout=self._lease_s, blocking=False, thread_local=False)
-            self._connected = (client, lock)
-        return self._connected
+        """Open the lease's own connection on first use: a process may start while Redis is down.
+
+        Once: the elector and request threads (reading the leader) may get here together, and
+        a second connection would replace the Lock holding the token the elector just won."""
+        connected = self._connected
+        if connected is None:
+            with self._connecting:
+                connected = self._connected = self._connected or self._open()
+        return connected
+
+    def _open(self) -> tuple[redis.Redis, Lock]:
+        # No retries: a renewal must fail fast, not outlive the lease retrying.
+        client = redis.Redis.from_url(
+            self._url,
+            single_connection_client=True,
+            socket_timeout=self._timeout_s,
+            socket_connect_timeout=self._timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        lock = Lock(client, self._lock_name, timeout=self._lease_s, blocking=False, thread_local=False)
+        return client, lock
 
     def acquire(self) -> int | None:
         token = f"{worker_id()}|{self._client.client_id()}|{secrets.token_hex(4)}"
@@ -162,9 +171,10 @@ class RedisLease:
             pass  # already gone or replaced
 
     def close(self) -> None:
-        if self._connected is not None:
-            self._connected[0].close()
-            self._connected = None
+        with self._connecting:
+            if self._connected is not None:
+                self._connected[0].close()
+                self._connected = None
 
 
 class FileLease:

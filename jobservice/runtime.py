@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,8 @@ class Runtime:
         self.should_restart_after_fork = False
         self._redis: redis.Redis | None = None
         self._connections: tuple[Lease, Bus] | None = None
+        #: Request threads and the elector may open them together: once, under this lock.
+        self._opening = threading.RLock()
 
     # Roles ----------------------------------------------------------------------
 
@@ -219,6 +222,7 @@ class Runtime:
         self.pid = os.getpid()
         self._redis = None  # the parent's sockets are not ours
         self._connections = None
+        self._opening = threading.RLock()  # a fork may copy it held
 
     # Connections of this process, opened on first use -----------------------------
 
@@ -227,7 +231,9 @@ class Runtime:
         """The shared Redis client (None without a Redis URL)."""
         url = self.settings.redis_url
         if self._redis is None and url is not None:
-            self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+            with self._opening:
+                if self._redis is None:
+                    self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         return self._redis
 
     @property
@@ -241,18 +247,22 @@ class Runtime:
     def _open(self) -> tuple[Lease, Bus]:
         """The lease and the bus are named after the cluster id, which the database holds."""
         if self._connections is None:
-            cluster_id = self.cluster.cluster_id
-            url = self.settings.redis_url
-            if self.redis is not None and url is not None:
-                prefix = f"jobservice:{cluster_id}"
-                lease: Lease = RedisLease(url, prefix, self.lease_s, self.cluster.fence_floor)
-                self._connections = (lease, RedisBus(self.redis, prefix))
-            else:
-                instance = Path(self.app.instance_path)
-                instance.mkdir(parents=True, exist_ok=True)
-                lease = FileLease(instance / f"leader-{cluster_id}.lock", self.cluster.fence_floor)
-                self._connections = (lease, FileBus(instance / f"events-{cluster_id}"))
+            cluster_id = self.cluster.cluster_id  # outside the lock: it may wait on the database
+            with self._opening:
+                if self._connections is None:
+                    self._connections = self._connect(cluster_id)
         return self._connections
+
+    def _connect(self, cluster_id: str) -> tuple[Lease, Bus]:
+        url = self.settings.redis_url
+        if self.redis is not None and url is not None:
+            prefix = f"jobservice:{cluster_id}"
+            lease: Lease = RedisLease(url, prefix, self.lease_s, self.cluster.fence_floor)
+            return lease, RedisBus(self.redis, prefix)
+        instance = Path(self.app.instance_path)
+        instance.mkdir(parents=True, exist_ok=True)
+        file_lease = FileLease(instance / f"leader-{cluster_id}.lock", self.cluster.fence_floor)
+        return file_lease, FileBus(instance / f"events-{cluster_id}")
 
     def lease_seconds_left(self) -> float | None:
         """How long the current leader's lease lasts without renewal (None: no expiry or no leader)."""

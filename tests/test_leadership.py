@@ -5,11 +5,13 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.exceptions import LockError
 
 from jobservice.leadership import Elector
 from jobservice.leases import FileLease, RedisLease
@@ -86,6 +88,42 @@ class Roles:
 
     def __call__(self, fence: int | None, reason: str) -> None:
         self.changes.append(fence)
+
+
+def test_first_use_from_several_threads_keeps_one_connection(redis_url: str, prefix: str) -> None:
+    """The elector campaigns while /health and /metrics read the leader on their own threads:
+    the lease's connection is opened once, so the term just won can be renewed (a second
+    connection used to replace the first, and with it the lock holding the token)."""
+    failures = 0
+    for attempt in range(40):
+        shared = lease(redis_url, f"{prefix}:{attempt}")
+        barrier = threading.Barrier(5)
+        won: list[int | None] = []
+
+        def campaign(
+            shared: RedisLease = shared, barrier: threading.Barrier = barrier, won: list[int | None] = won
+        ) -> None:
+            barrier.wait()
+            won.append(shared.acquire())
+
+        def look(shared: RedisLease = shared, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            shared.leader()
+
+        threads = [threading.Thread(target=campaign)] + [threading.Thread(target=look) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert won[0] is not None
+        try:
+            renewed = shared.renew()
+        except LockError:
+            renewed = False
+        failures += not renewed
+        shared.release()
+        shared.close()
+    assert failures == 0
 
 
 @pytest.fixture
