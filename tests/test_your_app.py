@@ -32,7 +32,9 @@ BLOCK = re.compile(r"```python\n# (?P<path>(?:myapp/)?[\w]+\.py)\n(?P<code>.*?)`
 def readme_files() -> dict[str, str]:
     """The README's files of the example app, path -> source."""
     files = {m["path"]: m["code"] for m in BLOCK.finditer(README.read_text())}
-    assert {"myapp/__init__.py", "myapp/models.py", "myapp/tasks.py", "wsgi.py"} <= set(files)
+    assert {"myapp/__init__.py", "myapp/models.py", "myapp/tasks.py", "myapp/views.py", "wsgi.py"} <= set(
+        files
+    )
     return files
 
 
@@ -60,6 +62,7 @@ def myapp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleTyp
 @pytest.fixture
 def your_app(myapp: ModuleType, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
     monkeypatch.setenv("FLASK_SQLALCHEMY_DATABASE_URI", database_url)
+    monkeypatch.setenv("FLASK_CURRENCY", "CNY")
     app = myapp.create_app()
     with app.app_context():
         myapp.db.create_all()  # the app's own tables; jobservice migrated its own at init_app
@@ -88,14 +91,19 @@ def test_the_readme_app_runs_its_job_in_its_own_context(your_app: Flask, myapp: 
             return myapp.db.session.execute(select(models.Total)).scalar_one_or_none()
 
     row = wait_for(total)
-    assert (row.region, row.amount) == ("emea", 12)
+    assert (row.region, row.amount, row.currency) == ("emea", 12, "CNY")  # its db.session, its config
+    history = your_app.test_client().get("/totals/emea").json  # its own blueprint reads it back
+    assert [(t["amount"], t["currency"]) for t in history] == [(12, "CNY")]
     with your_app.app_context():
         assert "jobservice_runs" in inspect(myapp.db.engine).get_table_names()  # beside the app's own
 
 
 def test_jobservice_adds_no_routes_and_takes_no_slot_unless_asked(your_app: Flask, myapp: ModuleType) -> None:
     rules = {rule.rule for rule in your_app.url_map.iter_rules()}
-    assert rules == {"/static/<path:filename>"}  # the API, /health and /metrics are off by default
+    assert rules == {
+        "/static/<path:filename>",
+        "/totals/<region>",
+    }  # the app's own: no API, /health, /metrics
     assert your_app.extensions["sqlalchemy"] is myapp.db  # the app's own Flask-SQLAlchemy
     assert "migrate" not in your_app.extensions
     assert your_app.test_client().get("/nowhere").mimetype == "text/html"  # its error pages are its own
@@ -186,6 +194,7 @@ def test_under_gunicorn_w_4_on_mariadb_each_fire_time_runs_once(
         "FLASK_SQLALCHEMY_DATABASE_URI": mariadb_url,
         "FLASK_JOBSERVICE_REDIS_URL": redis_url,
         "FLASK_JOBSERVICE_HEALTH_ENABLED": "true",
+        "FLASK_CURRENCY": "CNY",
         "FLASK_JOBS": jobs,
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
     }
@@ -204,6 +213,9 @@ def test_under_gunicorn_w_4_on_mariadb_each_fire_time_runs_once(
         assert len(totals) >= 5, server.log()
         assert len({t.fire_time for t in totals}) == len(totals)  # (the table's unique key says so too)
         assert {t.amount for t in totals} == {7}
+        status, history = server.get("/totals/emea")  # the app's own blueprint, on any worker
+        assert status == 200 and len(history) >= len(totals)
+        assert {(t["amount"], t["currency"]) for t in history} == {(7, "CNY")}
         assert dict(statuses).get("failed", 0) == 0, server.log()
         print(
             f"\n[measured] README app under gunicorn -w 4: fires={len(totals)}, duplicates=0, statuses={dict(statuses)}"
