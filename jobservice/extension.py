@@ -13,8 +13,9 @@ from flask import Flask
 
 from . import api, cli, health, lifecycle
 from .database import check_schema, default_sqlite_url, make_engine, prepare_schema
+from .errors import ConfigError
 from .runtime import EXTENSION, Runtime
-from .settings import read
+from .settings import changed_since, read, snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,12 @@ def init_app(app: Flask, start: bool | None = None) -> Runtime:
     runtime: Runtime | None = app.extensions.get(EXTENSION)
     if runtime is None:
         runtime = _install(app)
+    elif changed := changed_since(runtime.config_read, app.config):
+        # One app, one Runtime: settings changed for a later init_app would silently not apply.
+        raise ConfigError(
+            f"jobservice is already initialised on this app, with its settings as they were then; "
+            f"changed since: {', '.join(changed)}. Set them before the first init_app"
+        )
     if start if start is not None else runtime.settings.autostart:
         start_runtime(runtime)
     return runtime
@@ -39,11 +46,13 @@ def start_runtime(runtime: Runtime, declared: list[dict] | None = None) -> None:
 
 
 def _install(app: Flask) -> Runtime:
+    config_read = snapshot(app.config)
     settings = read(app.config, app.import_name)
     url = settings.database_url or default_sqlite_url(app.instance_path)
     engine = make_engine(url, settings.lease_s)
     prepare_schema(engine, app.instance_path, settings.auto_upgrade)
     runtime = Runtime(app, settings, engine)
+    runtime.config_read = config_read
     app.extensions[EXTENSION] = runtime
     api.init_app(app, settings)
     health.init_app(app, settings)

@@ -57,6 +57,8 @@ class Runtime:
     def __init__(self, app: Flask, settings: Settings, engine: Engine) -> None:
         self.app = app
         self.settings = settings
+        #: app.config as `settings` was read from it (see extension.init_app).
+        self.config_read: dict[str, Any] = {}
         self.engine = engine
         self.pid = os.getpid()
         self.lease_s = settings.lease_s

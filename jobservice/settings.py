@@ -140,6 +140,42 @@ def read(config: Mapping[str, Any], import_name: str) -> Settings:
     )
 
 
+#: Keys read besides SETTINGS: Flask-APScheduler's structured ones, and the app's own database.
+OTHER_KEYS = (
+    "SCHEDULER_VIEWS_ENABLED",
+    "SCHEDULER_AUTH",
+    "SCHEDULER_JOBSTORES",
+    "SCHEDULER_JOB_DEFAULTS",
+    "SCHEDULER_EXECUTORS",
+    "SCHEDULER_JOBS",
+    "JOBS",
+    "SQLALCHEMY_DATABASE_URI",
+)
+
+
+def snapshot(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What `read` reads, copied (containers, not the objects in them), to tell later
+    whether the config changed."""
+    return {
+        **{key: _copy(config.get(key, setting.default)) for key, setting in SETTINGS.items()},
+        **{key: _copy(config.get(key)) for key in OTHER_KEYS},
+    }
+
+
+def changed_since(before: dict[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """The keys whose value differs from `before` (names only: values may be secrets)."""
+    now = snapshot(config)
+    return [key for key in before if now[key] != before[key]]
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy(item) for item in value]
+    return value
+
+
 def default_job_packages(import_name: str) -> tuple[str, ...]:
     """The app's own top-level package and `jobs`: where Flask-APScheduler code keeps its jobs."""
     top = import_name.split(".")[0]

@@ -31,7 +31,7 @@ from flask_apscheduler import utils
 from flask_apscheduler.auth import HTTPBasicAuth
 from werkzeug.routing import BuildError
 
-from jobservice import STATE_PAUSED, STATE_RUNNING, STATE_STOPPED, APScheduler, ConfigError
+from jobservice import STATE_PAUSED, STATE_RUNNING, STATE_STOPPED, APScheduler, ConfigError, JobService
 from tests.conftest import close_app
 
 JOB1 = "tests.test_flask_apscheduler:job1"
@@ -379,6 +379,24 @@ def test_an_allowed_host_starts(new_app: Any) -> None:
     scheduler = APScheduler(app=app)
     scheduler.start()
     assert scheduler.running
+
+
+def test_settings_changed_after_the_app_was_initialised_are_refused(new_app: Any) -> None:
+    """Upstream's setUp initialises the app once (`APScheduler(app=self.app)`) and its
+    allowed-hosts cases then change the config and init_app again: each upstream instance
+    reads the config anew. Here an app has one Runtime, read at its first init_app, so a
+    change made after it would silently not apply: it is refused, naming the key."""
+    app = new_app()
+    APScheduler(app=app)
+    APScheduler().init_app(app)  # nothing changed: the same Runtime
+    JobService(app)
+    app.config["SCHEDULER_ALLOWED_HOSTS"] = ["any_server_name"]
+    app.config["JOBS"] = [{"id": "job1", "func": JOB1, "trigger": "interval", "seconds": 10}]
+    with pytest.raises(ConfigError, match="SCHEDULER_ALLOWED_HOSTS, JOBS") as refused:
+        APScheduler().init_app(app)
+    assert "any_server_name" not in str(refused.value)  # keys only: values may be secrets
+    with pytest.raises(ConfigError, match="SCHEDULER_ALLOWED_HOSTS"):
+        JobService(app)
 
 
 def test_shutdown(new_app: Any) -> None:
