@@ -104,3 +104,20 @@ def test_a_translated_comment_still_needs_its_command() -> None:
         _same_shell("make run    # serves", "make serve  # 提供服务")
     with pytest.raises(AssertionError):
         _same_shell("make run    # serves", "make run    # serve")
+
+
+def test_the_writing_jobs_example_is_the_repositorys_own_job() -> None:
+    """ "Writing jobs" quotes jobs/reports.py (its lines, in order, `...` for the rest), whose
+    function is run by tests/test_observability.py: the example is code that runs."""
+    [example] = [
+        code
+        for lang, code in _blocks(_text(ENGLISH))
+        if code.startswith("# jobs/reports.py (in this repository)")
+    ]
+    source = (ROOT / "jobs" / "reports.py").read_text().splitlines()
+    position = 0
+    for line in example.splitlines()[1:]:
+        if line.strip() in ("", "..."):
+            continue
+        assert line in source[position:], f"not in jobs/reports.py (in this order): {line!r}"
+        position = source.index(line, position) + 1
