@@ -57,7 +57,7 @@ def _install(app: Flask) -> Runtime:
     api.init_app(app, settings)
     health.init_app(app, settings)
     cli.init_app(app)
-    if settings.api_enabled and not settings.api_token and settings.auth is None:
+    if settings.api_enabled and not settings.has_credentials:
         logger.warning(
             "The scheduler API is on without credentials: anyone who reaches %s can add and run "
             "jobs of the job packages. Set SCHEDULER_API_TOKEN, or SCHEDULER_AUTH as in Flask-APScheduler.",

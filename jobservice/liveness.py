@@ -73,10 +73,6 @@ class Heartbeat:
         with self._lock:
             self._runs.pop(claim.run_id, None)
 
-    def in_progress(self) -> int:
-        with self._lock:
-            return len(self._runs)
-
     def after_fork(self) -> None:
         """In a forked child: the parent's runs and lock are not ours."""
         self._lock = threading.Lock()

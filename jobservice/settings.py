@@ -97,6 +97,11 @@ class Settings:
     max_workers: int
     jobs: tuple[Mapping[str, Any], ...]
 
+    @property
+    def has_credentials(self) -> bool:
+        """A bearer token or Flask-APScheduler's Basic auth is configured (either is enough)."""
+        return bool(self.api_token) or self.auth is not None
+
     def this_host_may_lead(self) -> bool:
         """SCHEDULER_ALLOWED_HOSTS: only the hosts listed campaign for the lease, as upstream."""
         return "*" in self.allowed_hosts or socket.gethostname().lower() in self.allowed_hosts

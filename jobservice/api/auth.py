@@ -14,16 +14,11 @@ from .errors import error_response
 BEARER_CHALLENGE = 'Bearer realm="jobservice"'
 
 
-def auth_configured() -> bool:
-    settings = current_runtime().settings
-    return bool(settings.api_token) or settings.auth is not None
-
-
 def authorized() -> bool:
     """True when no credentials are configured, or the request carries good ones."""
     runtime = current_runtime()
     settings = runtime.settings
-    if not settings.api_token and settings.auth is None:
+    if not settings.has_credentials:
         return True
     if settings.api_token and _has_token(settings.api_token):
         return True
