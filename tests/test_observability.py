@@ -334,3 +334,44 @@ def test_metrics_answer_during_a_redis_outage(make_app: Callable[..., Flask]) ->
     text = response.get_data(as_text=True)
     assert re.search(r"^jobservice_redis_up 0\.0$", text, re.M)
     assert sample(text, "jobservice_database_up") == 1
+
+
+METRICS_DIR_PROBE = """
+import os
+from jobservice import metrics
+
+class NoCluster:
+    def collect(self):
+        return iter(())
+
+print(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+metrics.run_ended("probe", "succeeded", "manual", None, 0.001)
+payload, _ = metrics.exposition(NoCluster())
+print('jobservice_runs_total{job_id="probe",status="succeeded"} 1.0' in payload.decode())
+"""
+
+
+def _metrics_dir_in(cwd: Path) -> list[str]:
+    """What a fresh process started in `cwd`, with no PROMETHEUS_MULTIPROC_DIR, uses and shows."""
+    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", METRICS_DIR_PROBE],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split()
+
+
+def test_metrics_files_default_to_instance_prometheus_where_the_app_starts(tmp_path: Path) -> None:
+    """As the README's configuration table says: not inside the installed package."""
+    assert _metrics_dir_in(tmp_path) == [str(tmp_path / "instance" / "prometheus"), "True"]
+    assert (tmp_path / "instance" / "prometheus").is_dir()
+
+
+def test_without_a_directory_each_process_keeps_its_own_metrics(tmp_path: Path) -> None:
+    (tmp_path / "instance").write_text("a file where the directory would go")
+    assert _metrics_dir_in(tmp_path) == ["None", "True"]
