@@ -18,6 +18,8 @@ from dotenv import load_dotenv
 from jobservice.errors import ConfigError
 from jobservice.settings import SETTINGS, Setting, checked
 
+MAX_TIMEOUT_S = 366 * 86400
+
 __all__ = ["CONFIGS", "SETTINGS", "Config", "ConfigError", "Env", "load_config"]
 
 #: Every environment variable the service reads (documented in README and .env.example).
@@ -28,6 +30,10 @@ VARIABLES = (
     "SCHEDULER_COALESCE",
     "SCHEDULER_MAX_INSTANCES",
     "SCHEDULER_MAX_WORKERS",
+    "SCHEDULER_JOB_TIMEOUT_SECONDS",
+    "SCHEDULER_JOB_RETRIES",
+    "SCHEDULER_JOB_RETRY_DELAY_SECONDS",
+    "SCHEDULER_JOB_QUEUE",
     "LOG_LEVEL",
     "LOG_FORMAT",
 )
@@ -145,6 +151,11 @@ class Config:
             "misfire_grace_time": env.int("SCHEDULER_MISFIRE_GRACE_TIME", 300, minimum=1, maximum=86400 * 7),
             "coalesce": env.bool("SCHEDULER_COALESCE", True),
             "max_instances": env.int("SCHEDULER_MAX_INSTANCES", 1, minimum=1, maximum=1000),
+            "timeout_s": env.number("SCHEDULER_JOB_TIMEOUT_SECONDS", 0, minimum=0, maximum=MAX_TIMEOUT_S)
+            or None,  # 0: no timeout
+            "retries": env.int("SCHEDULER_JOB_RETRIES", 0, minimum=0, maximum=100),
+            "retry_delay_s": env.number("SCHEDULER_JOB_RETRY_DELAY_SECONDS", 10, minimum=0, maximum=86400),
+            "queue": env.raw("SCHEDULER_JOB_QUEUE") or "default",
         }
         self.SCHEDULER_EXECUTORS = {
             "default": {

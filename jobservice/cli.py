@@ -306,6 +306,32 @@ def _last_line(error: str | None) -> str:
     return lines[-1] if lines else ""
 
 
+# worker: an RQ worker of the app (SCHEDULER_EXECUTOR=rq) ----------------------------------
+
+
+@click.command("worker")
+@with_appcontext
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    default=("default",),
+    show_default=True,
+    help="A queue to work (a job's `queue` field), without RQ_QUEUE_PREFIX; repeat for several.",
+)
+@click.option("--burst", is_flag=True, help="Stop once the queues are empty.")
+def worker_command(queues: tuple[str, ...], burst: bool) -> None:
+    """Run jobs as an RQ worker, inside this app's context; start as many as you like, anywhere."""
+    service = current_runtime()
+    if service.settings.executor != "rq":
+        fail(EXIT_INVALID, "SCHEDULER_EXECUTOR is 'threads': the leader runs every job; set it to 'rq'")
+    from .rqworker import serve  # rq is needed by RQ deployments only
+
+    with failures():
+        serve(service.app, queues, burst)
+
+
 # db: the service's own migrations ----------------------------------------------------
 
 
@@ -335,5 +361,5 @@ def db_history() -> None:
         click.echo(f"{script.revision}  {script.doc}")
 
 
-for _command in (*COMMANDS, runs_command):
+for _command in (*COMMANDS, runs_command, worker_command):
     jobservice_cli.add_command(_command)

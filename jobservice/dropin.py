@@ -34,6 +34,7 @@ from flask import Flask
 from . import extension
 from .cluster import PAUSED, STOPPED
 from .errors import ConfigError
+from .options import ServiceJob
 from .runtime import Runtime
 from .scheduler import ClusterScheduler
 
@@ -234,7 +235,7 @@ class APScheduler:
             spec = self._runtime.rules.new_job(definition)
             spec.pop("replace_existing", None)
             fields = {**scheduler._job_defaults, "executor": "default", **spec, "next_run_time": None}
-            return Job(scheduler, **fields)
+            return ServiceJob(scheduler, **fields)
         return _UnboundJob(definition)
 
 

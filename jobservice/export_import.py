@@ -19,6 +19,7 @@ from .errors import InvalidJob
 from .jobstore import BrokenJob, ClusterJobStore
 from .models import utcnow
 from .operations import Operations
+from .options import options_of
 from .rules import SERVICE_JOB_PREFIX
 
 FORMAT_VERSION = 1
@@ -53,6 +54,7 @@ def definition(job: Job, timezone: tzinfo) -> dict[str, Any]:
         "misfire_grace_time": job.misfire_grace_time,
         "coalesce": job.coalesce,
         "max_instances": job.max_instances,
+        **options_of(job),
     }
     trigger = job.trigger
     if isinstance(trigger, (IntervalTrigger, CronTrigger)):

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 from flask import Blueprint, Flask, Response, jsonify
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,6 +33,11 @@ logger = logging.getLogger(__name__)
 STALE_PASS_LEASES = 2
 #: Fires skipped within this window (max_instances runs still going) make /health degraded.
 SKIPPED_WINDOW_S = 600
+RQ_COUNTS = {
+    "timeouts": "Runs RQ work-horses stopped at their timeout_s (all workers).",
+    "retries": "Failed runs RQ work-horses gave another attempt (all workers).",
+    "overruns": "Runs RQ work-horses flagged overrunning (all workers).",
+}
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -73,8 +78,12 @@ def _report(service: Runtime) -> dict[str, Any]:
         "lease_seconds_left": None,
         "seconds_since_last_pass": None,
         "jobs": None,
+        "executor": service.settings.executor,
         "reasons": [],
     }
+    rq_status = service.rq_status()
+    if rq_status is not None:
+        body["rq"] = rq_status
     leader = service.leader()
     if leader is not None:
         body.update(
@@ -107,6 +116,10 @@ def _degraded(service: Runtime, body: dict[str, Any], paused: bool) -> list[str]
         reasons.append("Redis is unreachable: nobody can lead until it is back")
     if body["leader"] is None:
         reasons.append("no process leads: due jobs are not being run")
+    if body.get("rq", {}).get("workers") == 0:
+        reasons.append(
+            "no RQ worker serves this service's queues: runs wait in them (start `flask jobservice worker`)"
+        )
     since = body["seconds_since_last_pass"]
     stale = since is None or since > STALE_PASS_LEASES * service.lease_s
     if body["leader"] is not None and not paused and stale:
@@ -170,6 +183,37 @@ class ClusterCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._database()
         yield from self._lease()
+        yield from self._rq()
+
+    def _rq(self) -> Iterator[Metric]:
+        """RQ workers, queue depths, and what every work-horse counted (kept in Redis)."""
+        status = self.service.rq_status()
+        if status is None or status["workers"] is None:
+            return
+        yield _gauge("jobservice_rq_workers", "RQ workers serving this service's queues.", status["workers"])
+        depth = GaugeMetricFamily(
+            "jobservice_rq_queue_depth", "Runs waiting in each RQ queue.", labels=["queue"]
+        )
+        for queue, count in status["queues"].items():
+            depth.add_metric([queue], count)
+        yield depth
+        from .rqworker import read_tally
+
+        try:
+            tally = read_tally(self.service.rq_connection(), self.service.cluster.cluster_id)
+        except (redis.RedisError, OSError, SQLAlchemyError):
+            return
+        runs = CounterMetricFamily(
+            "jobservice_rq_runs", "Runs RQ work-horses ended, by status (all workers).", labels=["status"]
+        )
+        for field, value in sorted(tally.items()):
+            if field.startswith("runs:"):
+                runs.add_metric([field[5:]], value)
+        yield runs
+        for field, documentation in RQ_COUNTS.items():
+            family = CounterMetricFamily(f"jobservice_rq_{field}", documentation)
+            family.add_metric([], tally.get(field, 0))
+            yield family
 
     def _database(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("jobservice_database_up", "1 if this scrape could read the database, else 0.")

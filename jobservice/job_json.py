@@ -12,6 +12,7 @@ from flask_apscheduler.utils import job_to_dict
 from sqlalchemy.engine import Engine
 
 from .jobstore import BrokenJob, Entry
+from .options import options_of
 from .runs import last_runs
 
 LAST_RUN_CHUNK = 1000
@@ -31,9 +32,14 @@ def _job_dict(job: Job | BrokenJob) -> dict[str, Any]:
     if isinstance(job, BrokenJob):
         return _broken(job, job.error)
     try:
-        return job_to_dict(job)
+        return job_dict(job)
     except Exception as exc:  # a trigger or argument of an older release's making
         return _broken(job, f"{exc.__class__.__name__}: {exc}")
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """Flask-APScheduler's JSON of a job, with its run options."""
+    return {**job_to_dict(job), **options_of(job)}
 
 
 def _broken(job: Job | BrokenJob, error: str) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import fencing
 from .models import jobs_table
+from .options import ServiceJob, restore
 
 logger = logging.getLogger(__name__)
 #: Jobs per statement when many go to the same next run time.
@@ -55,7 +56,7 @@ class BrokenJobError(Exception):
         self.error = error
 
 
-class StoredJob(Job):
+class StoredJob(ServiceJob):
     """A job as read from the store, remembering the version it was read at and the pickled
     state it was read from (what a claim of its last fire keeps, without pickling again)."""
 
@@ -363,6 +364,7 @@ class ClusterJobStore(SQLAlchemyJobStore):
             job.misfire_grace_time = state["misfire_grace_time"]
             job.coalesce = state["coalesce"]
             job.max_instances = state["max_instances"]
+            restore(job, state)
             stored_next = state["next_run_time"]
             # The column is the truth (the leader only updates the column); keep the time
             # zone the job was pickled with, as the upstream store would.

@@ -1,17 +1,23 @@
 """Claims on fire times: what makes "exactly one run per fire time" hold.
 
-A run is a row of `jobservice_runs`, unique on (job_id, trigger, scheduled_at).
+A run is a row of `jobservice_runs`, unique on (job_id, trigger, scheduled_at, attempt): the
+fire itself is attempt 1, and each retry of a failed attempt is a row of its own.
 
 1. The leader *claims* due fire times in one statement per pass. A key that is
    already there (a stale leader, a new leader re-firing what a dead one fired
    but did not advance) is refused and its `prevented` count goes up.
-2. A worker thread *starts* a claimed run only by a compare-and-set on
-   (claim token, started_at IS NULL).
+2. A worker thread (or an RQ work-horse) *starts* a claimed run only by a compare-and-set
+   on (claim token, started_at IS NULL), and only while fewer than the job's `max_instances`
+   runs of it are going anywhere in the cluster (counted from this table in the same
+   transaction).
 3. A claimed run that never started (its leader died or stepped down, or it is a
    run-now request nobody has claimed yet) is *adopted* by the current leader with
    the same compare-and-set; whichever of the two sets first wins, so it runs once.
    The claim of a job's last fire keeps the job's definition (`job_state`): the store
    deletes such a job once its fire is claimed, and the adopter still needs it.
+4. A failed attempt with retries left gets its successor row (`add_retry`) in the same
+   transaction that records the failure, unclaimed and `not_before` its delay: the leader
+   adopts it like a run-now request once that time has come.
 
 Claims, starts, adoptions and misses are fenced (see `fencing`): a leader whose fence
 was superseded cannot write any of them.
@@ -26,13 +32,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, exists, literal_column, or_, select, tuple_
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, exists, func, literal, literal_column, or_, select, tuple_
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Insert
 
 from . import fencing
 from .identity import worker_id
-from .models import MANUAL, MISSED, MYSQL, RUNNING, SKIPPED, JobRun, jobs_table, utcnow
+from .models import ACTIVE, MANUAL, MISSED, MYSQL, RUNNING, SKIPPED, JobRun, UTCDateTime, jobs_table, utcnow
 
 runs = JobRun.__table__
 #: A claim of our own fence, unstarted this long and not in our executor, was left behind
@@ -44,8 +50,21 @@ PREVENTED_PLUS_ONE = runs.c.prevented + literal_column("1")
 
 # The hot statements are built once: building one per call costs more CPU (SQLAlchemy
 # derives its cache key from the whole expression each time) than running it.
-_CLAIMED_BY = select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at, runs.c.id).where(
+_CLAIMED_BY = select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at, runs.c.attempt, runs.c.id).where(
     runs.c.claim == bindparam("token")
+)
+#: Runs of these jobs going on now, anywhere: what max_instances is held to.
+_ACTIVE_RUNS = (
+    select(runs.c.job_id, func.count())
+    .where(
+        runs.c.status.in_(ACTIVE),
+        runs.c.started_at.is_not(None),
+        runs.c.job_id.in_(bindparam("jobs", expanding=True)),
+    )
+    .group_by(runs.c.job_id)
+)
+_LOCK_JOBS = (
+    select(jobs_table.c.id).where(jobs_table.c.id.in_(bindparam("jobs", expanding=True))).with_for_update()
 )
 _PAUSED = select(jobs_table.c.id).where(
     jobs_table.c.id == runs.c.job_id, jobs_table.c.next_run_time.is_(None)
@@ -76,6 +95,7 @@ class RunKey:
     job_id: str
     trigger: str
     scheduled_at: datetime
+    attempt: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scheduled_at", self.scheduled_at.astimezone(UTC))
@@ -123,6 +143,7 @@ class RunLedger:
                 "job_id": key.job_id,
                 "trigger": key.trigger,
                 "scheduled_at": key.scheduled_at,
+                "attempt": key.attempt,
                 "status": status,
                 "claim": token,
                 "fence": fence,
@@ -147,33 +168,48 @@ class RunLedger:
         """The claims a token holds; also how an unknown commit outcome is resolved."""
         with self.engine.connect() as conn:
             rows = conn.execute(_CLAIMED_BY, {"token": token}).all()
-        return [Claim(RunKey(*row[:3]), token, fence, row[3]) for row in rows]
+        return [Claim(RunKey(*row[:4]), token, fence, row[4]) for row in rows]
 
-    def start_many(self, claims: Sequence[Claim]) -> dict[RunKey, datetime]:
+    def start_many(
+        self, claims: Sequence[Claim], limits: Mapping[str, int], fenced: bool = True, lock: bool = False
+    ) -> Starts:
         """Mark runs started where their claim still holds (and, for a scheduled run, the
         job was not paused meanwhile by any process), one transaction per fence (one, but
-        for a process that led twice). Returns the start time of each run this call started;
-        FencedOut if a newer leader recorded its fence."""
+        for a process that led twice). `limits` is each job's max_instances: a run that
+        would exceed it, counting what runs anywhere, is not started but reported `busy`.
+        `fenced`: refuse (FencedOut) if a newer leader recorded its fence; an RQ worker
+        starts unfenced (its claim token is what a newer leader replaces). `lock`: several
+        processes start runs at once, so the count is taken under a lock on the jobs' rows."""
         by_fence: dict[int, list[Claim]] = defaultdict(list)
         for claim in claims:
             by_fence[claim.fence].append(claim)
-        started: dict[RunKey, datetime] = {}
+        result = Starts({}, [])
         for fence, group in sorted(by_fence.items()):
-            started.update(self._start(group, fence))
-        return started
+            part = self._start(group, fence if fenced else None, limits, lock)
+            result.started.update(part.started)
+            result.busy.extend(part.busy)
+        return result
 
-    def _start(self, claims: Sequence[Claim], fence: int) -> dict[RunKey, datetime]:
+    def _start(
+        self, claims: Sequence[Claim], fence: int | None, limits: Mapping[str, int], lock: bool
+    ) -> Starts:
         started_at = utcnow()
-        by_row = {(claim.run_id, claim.token): claim for claim in claims}
-        ids = sorted({run_id for run_id, _ in by_row})
-        params = {"ids": ids, "rows": list(by_row), "started_at": started_at, "worker": worker_id()}
         with self.engine.begin() as conn:
+            allowed, busy = _within_limits(conn, claims, limits, lock)
+            if not allowed:
+                if fence is not None:  # a superseded leader hears so, whatever it tried
+                    fencing.check(conn, fence)
+                return Starts({}, busy)
+            by_row = {(claim.run_id, claim.token): claim for claim in allowed}
+            ids = sorted({run_id for run_id, _ in by_row})
+            params = {"ids": ids, "rows": list(by_row), "started_at": started_at, "worker": worker_id()}
             matched = conn.execute(_START, params).rowcount
-            fencing.check(conn, fence)
+            if fence is not None:
+                fencing.check(conn, fence)
             if matched == len(by_row):  # all of them, as almost always: no need to ask which
-                return {claim.key: started_at for claim in claims}
+                return Starts({claim.key: started_at for claim in allowed}, busy)
             rows = conn.execute(_STARTED_AT, {"ids": ids, "started_at": started_at}).all()
-        return {by_row[row].key: started_at for row in map(tuple, rows) if row in by_row}
+        return Starts({by_row[row].key: started_at for row in map(tuple, rows) if row in by_row}, busy)
 
     def miss(self, claim: Claim, error: str, status: str = MISSED) -> None:
         """Close a claimed run that will not start (too late, skipped, job gone)."""
@@ -188,11 +224,13 @@ class RunLedger:
             fencing.check(conn, claim.fence)
 
     def pending(self, fence: int, limit: int = 1000) -> list[tuple[RunKey, str | None]]:
-        """Runs nobody started: requested (no claim), claimed under another fence, or
-        claimed under ours but left behind (an unknown commit outcome, a failed start)."""
-        left_behind = utcnow() - timedelta(seconds=LEFT_BEHIND_S)
+        """Runs nobody started: requested (no claim: run-now, or a retry whose time came),
+        claimed under another fence, or claimed under ours but left behind (an unknown
+        commit outcome, a failed start)."""
+        now = utcnow()
+        left_behind = now - timedelta(seconds=LEFT_BEHIND_S)
         query = (
-            select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at, runs.c.claim)
+            select(runs.c.job_id, runs.c.trigger, runs.c.scheduled_at, runs.c.attempt, runs.c.claim)
             .where(
                 runs.c.status == RUNNING,
                 runs.c.started_at.is_(None),
@@ -201,12 +239,21 @@ class RunLedger:
                     runs.c.fence != fence,
                     runs.c.updated_at < left_behind,
                 ),
+                or_(runs.c.not_before.is_(None), runs.c.not_before <= now),
             )
             .order_by(runs.c.id)
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [(RunKey(*row[:3]), row[3]) for row in conn.execute(query)]
+            return [(RunKey(*row[:4]), row[4]) for row in conn.execute(query)]
+
+    def next_retry_at(self) -> datetime | None:
+        """When the earliest retry still waiting for its delay may start."""
+        query = select(func.min(runs.c.not_before)).where(
+            runs.c.status == RUNNING, runs.c.started_at.is_(None), runs.c.not_before > utcnow()
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
 
     def adopt(self, candidates: Iterable[tuple[RunKey, str | None]], fence: int) -> list[Claim]:
         """Take over runs that nobody started, if their claim is still the one we saw."""
@@ -216,6 +263,7 @@ class RunLedger:
                 "b_job": key.job_id,
                 "b_trigger": key.trigger,
                 "b_at": key.scheduled_at,
+                "b_attempt": key.attempt,
                 "b_old": old,
             }
             for key, old in candidates
@@ -228,6 +276,7 @@ class RunLedger:
                 runs.c.job_id == bindparam("b_job"),
                 runs.c.trigger == bindparam("b_trigger"),
                 runs.c.scheduled_at == bindparam("b_at"),
+                runs.c.attempt == bindparam("b_attempt"),
                 runs.c.claim.is_not_distinct_from(bindparam("b_old")),
                 runs.c.started_at.is_(None),
                 runs.c.status == RUNNING,
@@ -268,6 +317,58 @@ class RunLedger:
         return key
 
 
+@dataclass
+class Starts:
+    """What a start transaction did: the runs it started (with their start time), and the
+    claims it did not start because their job had max_instances runs going already."""
+
+    started: dict[RunKey, datetime]
+    busy: list[Claim]
+
+
+def _within_limits(
+    conn: Connection, claims: Sequence[Claim], limits: Mapping[str, int], lock: bool
+) -> tuple[list[Claim], list[Claim]]:
+    """Split claims into those within their job's max_instances (counting the runs going on
+    now and the ones allowed before them here) and those beyond it."""
+    job_ids = sorted({claim.key.job_id for claim in claims if claim.key.job_id in limits})
+    if not job_ids:
+        return list(claims), []
+    if lock:
+        conn.execute(_LOCK_JOBS, {"jobs": job_ids})
+    going: dict[str, int] = dict(conn.execute(_ACTIVE_RUNS, {"jobs": job_ids}).all())  # type: ignore[arg-type]
+    allowed, busy = [], []
+    for claim in sorted(claims, key=lambda c: c.run_id):
+        job_id = claim.key.job_id
+        if job_id in limits and going.get(job_id, 0) >= limits[job_id]:
+            busy.append(claim)
+            continue
+        going[job_id] = going.get(job_id, 0) + 1
+        allowed.append(claim)
+    return allowed, busy
+
+
+def add_retry(conn: Connection, run_id: int, not_before: datetime) -> None:
+    """The next attempt of a run that just failed: a row of its own, unclaimed, that may start
+    at `not_before`. It keeps the failed row's copy of the job's definition, if any."""
+    now = utcnow()
+    columns = ["job_id", "trigger", "scheduled_at", "attempt", "not_before", "status", "prevented"]
+    columns += ["created_at", "updated_at", "job_state"]
+    source = select(
+        runs.c.job_id,
+        runs.c.trigger,
+        runs.c.scheduled_at,
+        runs.c.attempt + 1,
+        literal(not_before, UTCDateTime()),
+        literal(RUNNING),
+        literal(0),
+        literal(now, UTCDateTime()),
+        literal(now, UTCDateTime()),
+        runs.c.job_state,
+    ).where(runs.c.id == run_id)
+    conn.execute(runs.insert().from_select(columns, source))
+
+
 @functools.cache
 def _insert_or_count(name: str) -> Insert:
     """INSERT that, on a key already claimed, counts a prevented duplicate instead."""
@@ -282,6 +383,6 @@ def _insert_or_count(name: str) -> Insert:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     stmt = dialect_insert(runs)
     return stmt.on_conflict_do_update(
-        index_elements=[runs.c.job_id, runs.c.trigger, runs.c.scheduled_at],
+        index_elements=[runs.c.job_id, runs.c.trigger, runs.c.scheduled_at, runs.c.attempt],
         set_={"prevented": PREVENTED_PLUS_ONE},
     )

@@ -5,7 +5,8 @@
   (their job's interval, or RUN_OVERRUN_SECONDS) `overrunning`, with a log line and a metric.
 * The leader closes a run whose heartbeat stopped `dead_after_s` ago as `failed`, naming
   the worker: its process died (kill -9, a lost host, a stop that outlasted gunicorn's
-  graceful timeout), so nobody will ever write its outcome. It sweeps only once its own
+  graceful timeout), so nobody will ever write its outcome, and gives it its next attempt
+  if its job has retries left (in the same transaction). It sweeps only once its own
   passes have worked for two beats, so an outage that stopped everyone's heartbeats is
   not mistaken for dead workers.
 
@@ -29,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import fencing
-from .ledger import Claim, runs
+from .ledger import Claim, add_retry, runs
 from .models import ACTIVE, FAILED, OVERRUNNING, RUNNING, utcnow
 
 logger = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class DeadRun:
     trigger: str
     worker: str | None
     silent_s: float
+    attempt: int = 1
 
 
 class Sweeper:
@@ -151,32 +153,48 @@ class Sweeper:
         self.dead_after_s = dead_after_s
         self._last_sweep = 0.0
 
-    def sweep(self, fence: int, healthy_s: float) -> list[DeadRun]:
+    def sweep(
+        self,
+        fence: int,
+        healthy_s: float,
+        retries: Callable[[list[DeadRun], datetime], dict[int, datetime]] = lambda dead, now: {},
+    ) -> list[DeadRun]:
         """Close dead runs (at most once a beat, and only after `healthy_s` >= two beats of
-        working passes); FencedOut if a newer leader recorded its fence."""
+        working passes), adding the next attempt where `retries` gives one a time;
+        FencedOut if a newer leader recorded its fence."""
         moment = time.monotonic()
         if healthy_s < 2 * self.beat_s or moment - self._last_sweep < self.beat_s:
             return []
         self._last_sweep = moment
         now = utcnow()
         cutoff = now - timedelta(seconds=self.dead_after_s)
-        candidates = select(runs.c.id, runs.c.job_id, runs.c.trigger, runs.c.worker, runs.c.updated_at).where(
-            runs.c.status.in_(ACTIVE), runs.c.started_at.is_not(None), runs.c.updated_at < cutoff
-        )
+        candidates = select(
+            runs.c.id, runs.c.job_id, runs.c.trigger, runs.c.worker, runs.c.updated_at, runs.c.attempt
+        ).where(runs.c.status.in_(ACTIVE), runs.c.started_at.is_not(None), runs.c.updated_at < cutoff)
         with self.engine.connect() as conn:
             rows = conn.execute(candidates.limit(SWEEP_BATCH)).all()
         if not rows:
             return []
         dead = [
-            DeadRun(row.id, row.job_id, row.trigger, row.worker, (now - row.updated_at).total_seconds())
+            DeadRun(
+                row.id,
+                row.job_id,
+                row.trigger,
+                row.worker,
+                (now - row.updated_at).total_seconds(),
+                row.attempt,
+            )
             for row in rows
         ]
+        retry_at = retries(dead, now)
         closed = []
         with self.engine.begin() as conn:
             for run in dead:  # one by one: a run whose heartbeat came back meanwhile stays open
                 params = {"b_id": run.run_id, "b_cutoff": cutoff, "b_now": now, "b_error": _stopped(run)}
                 if conn.execute(_CLOSE, params).rowcount == 1:
                     closed.append(run)
+                    if run.run_id in retry_at:
+                        add_retry(conn, run.run_id, retry_at[run.run_id])
             fencing.check(conn, fence)
         for run in closed:
             logger.warning(
@@ -213,10 +231,13 @@ _CLOSE = (
 
 
 def overrun_limit(
-    trigger: BaseTrigger | None, scheduled_at: datetime, setting_s: float | None
+    trigger: BaseTrigger | None,
+    scheduled_at: datetime,
+    setting_s: float | None,
+    timeout_s: float | None = None,
 ) -> float | None:
     """How long a run may go before it counts as overrunning: the gap from its fire time to
-    the next (recurring jobs), capped by RUN_OVERRUN_SECONDS when that is set."""
+    the next (recurring jobs), capped by RUN_OVERRUN_SECONDS and the job's timeout_s when set."""
     gap_s = None
     try:
         nxt = trigger.get_next_fire_time(scheduled_at, scheduled_at) if trigger is not None else None
@@ -224,5 +245,5 @@ def overrun_limit(
         nxt = None
     if nxt is not None:
         gap_s = max((nxt - scheduled_at).total_seconds(), 0.0)
-    limits = [limit for limit in (gap_s, setting_s) if limit]
+    limits = [limit for limit in (gap_s, setting_s, timeout_s) if limit]
     return min(limits) if limits else None

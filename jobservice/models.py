@@ -111,7 +111,7 @@ class JobRun(Base):
 
     __tablename__ = "jobservice_runs"
     __table_args__ = (
-        UniqueConstraint("job_id", "trigger", "scheduled_at", name="uq_jobservice_runs_claim"),
+        UniqueConstraint("job_id", "trigger", "scheduled_at", "attempt", name="uq_jobservice_runs_claim"),
         Index("ix_jobservice_runs_job_id_id", "job_id", "id"),
         Index("ix_jobservice_runs_status_started_at", "status", "started_at"),
         Index("ix_jobservice_runs_status_finished_at", "status", "finished_at"),
@@ -122,6 +122,10 @@ class JobRun(Base):
     job_id = Column(Unicode(191), nullable=False)
     trigger = Column(String(16), nullable=False)
     scheduled_at = Column(UTCDateTime, nullable=False)
+    #: 1 for the fire itself, then one more for each retry (a row each, same scheduled_at).
+    attempt = Column(Integer, nullable=False, default=1, server_default=text("1"))
+    #: A retry may not start before this.
+    not_before = Column(UTCDateTime)
     status = Column(String(16), nullable=False)
     claim = Column(String(16), index=True)
     fence = Column(BigInteger)

@@ -5,14 +5,15 @@ times a second, so a burst of short jobs costs a handful of commits, not one
 each. Nothing is dropped while the database is down: the queue is kept and
 retried (up to MAX_PENDING outcomes), and `stop()` flushes it. An outcome only
 lands on a run that is still open: one the leader already closed (its heartbeat
-had stopped for longer than the bound) keeps that verdict.
+had stopped for longer than the bound) keeps that verdict. A failure with retries
+left gets its next attempt's row in the same transaction (and only if it landed).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy import bindparam, or_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .ledger import Claim, runs
+from .ledger import Claim, add_retry, runs
 from .models import ACTIVE, MYSQL
 
 logger = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ MAX_ROWS_PER_STATEMENT = 200
 class Recorder:
     """Queues run outcomes and writes them in batches from one thread."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, on_retry: Callable[[], None] = lambda: None) -> None:
         self.engine = engine
+        #: Told when next attempts were added: the leader should look at them.
+        self.on_retry = on_retry
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
@@ -46,11 +49,20 @@ class Recorder:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def finished(self, claim: Claim, status: str, finished_at: datetime, error: str | None = None) -> None:
-        """Queue the outcome of a run that started."""
+    def finished(
+        self,
+        claim: Claim,
+        status: str,
+        finished_at: datetime,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        """Queue the outcome of a run that started; `retry_at`: when its next attempt may start."""
         if error is not None and len(error) > MAX_ERROR_CHARS:
             error = error[:MAX_ERROR_CHARS] + "\n[truncated]"
         row = {"id": claim.run_id, "status": status, "finished_at": finished_at, "error": error}
+        if retry_at is not None:
+            row["retry_at"] = retry_at
         with self._lock:
             self._pending.append(row)
             if len(self._pending) > MAX_PENDING:
@@ -79,13 +91,15 @@ class Recorder:
                 return True
             try:
                 with self.engine.begin() as conn:
-                    _write(conn, batch)
+                    retries = _write(conn, batch)
             except SQLAlchemyError as exc:
                 with self._lock:
                     self._pending[:0] = batch
                 logger.warning("Could not record %d run outcomes yet: %s", len(batch), exc.__class__.__name__)
                 return False
-            return True
+        if retries:
+            self.on_retry()
+        return True
 
     def _loop(self) -> None:
         backoff_s = FLUSH_INTERVAL_S
@@ -95,18 +109,32 @@ class Recorder:
             backoff_s = FLUSH_INTERVAL_S if self.flush() else min(backoff_s * 2, 5.0)
 
 
-def _write(conn: Connection, batch: list[dict[str, Any]]) -> None:
+def _write(conn: Connection, batch: list[dict[str, Any]]) -> int:
     """Write outcomes by primary key: one UPDATE ... JOIN for the batch on MySQL/MariaDB.
 
     PyMySQL sends an executemany of UPDATE as one statement per row; here the batch is
     a derived table joined on the key, its values given as plain parameters (no
-    SQLAlchemy type processing per row, one datetime each).
+    SQLAlchemy type processing per row, one datetime each). Failures to retry are written
+    one by one: their next attempt is added only where the outcome landed. Returns how
+    many next attempts were added.
     """
+    retried = [row for row in batch if "retry_at" in row]
+    added = 0
+    if retried:
+        batch = [row for row in batch if "retry_at" not in row]
+        for row in retried:
+            params = {f"b_{name}": row[name] for name in ("id", "status", "finished_at", "error")}
+            if conn.execute(_OUTCOME, params).rowcount == 1:
+                add_retry(conn, row["id"], row["retry_at"])
+                added += 1
+    if not batch:
+        return added
     if conn.dialect.name in MYSQL:
         for chunk in _chunks(batch):
             _update_join(conn, chunk)
-        return
+        return added
     conn.execute(_OUTCOME, [{f"b_{name}": value for name, value in row.items()} for row in batch])
+    return added
 
 
 _OUTCOME = (

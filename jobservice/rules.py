@@ -18,17 +18,18 @@ from typing import Any
 from apscheduler.job import Job
 
 from .errors import InvalidJob, ProtectedJob
+from .options import OPTION_FIELDS, check
 from .triggers import ALL_TRIGGER_FIELDS, build_trigger, parse_datetime
 
 logger = logging.getLogger(__name__)
 
 NEW_JOB_FIELDS = (
     "id", "name", "func", "args", "kwargs", "trigger", "misfire_grace_time", "coalesce",
-    "max_instances", "next_run_time", "replace_existing", "jobstore", "executor",
+    "max_instances", "next_run_time", "replace_existing", "jobstore", "executor", *OPTION_FIELDS,
 )  # fmt: skip
 CHANGE_FIELDS = (
     "name", "func", "args", "kwargs", "trigger", "misfire_grace_time", "coalesce",
-    "max_instances", "next_run_time", "executor",
+    "max_instances", "next_run_time", "executor", *OPTION_FIELDS,
 )  # fmt: skip
 #: 191 = the longest key MySQL can index in utf8mb4 (the job table's primary key).
 MAX_ID_LENGTH = 191
@@ -205,6 +206,9 @@ class JobRules:
             if fields["executor"] not in self.executors:
                 raise InvalidJob("executor", f"executor must be one of: {', '.join(sorted(self.executors))}")
             options["executor"] = fields["executor"]
+        for field in OPTION_FIELDS:
+            if field in fields:
+                options[field] = check(field, fields[field])
         return options
 
 

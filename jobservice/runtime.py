@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from apscheduler.schedulers.base import STATE_RUNNING
@@ -38,8 +38,12 @@ from .liveness import Heartbeat, Sweeper
 from .operations import Operations
 from .recorder import Recorder
 from .rules import JobRules
+from .runner import Runner
 from .scheduler import IDLE_RESCAN_S, ClusterScheduler
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .rqexec import RQExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ class Runtime:
         self.timezone = settings.timezone
         self.store = ClusterJobStore(engine)
         self.ledger = RunLedger(engine)
-        self.recorder = Recorder(engine)
+        self.recorder = Recorder(engine, self.notify)
         self.cluster = Cluster(engine)
         self.rules = JobRules(settings.job_packages, self.timezone, executors=("default",))
         # JOBS are checked in every process (a bad one stops any start-up, commands included).
@@ -80,17 +84,17 @@ class Runtime:
         }
         beat_s = self.lease_s / BEATS_PER_LEASE
         self.heartbeat = Heartbeat(engine, beat_s, metrics.run_overrunning)
-        self.executor = AppContextExecutor(
+        self.runner = Runner(
             app,
             self.ledger,
             self.recorder,
             self.heartbeat,
-            self.fence,
-            refused=self._refused_func,
-            on_fenced_out=self._fenced_out,
-            max_workers=settings.max_workers,
-            overrun_s=settings.overrun_s,
+            metrics,
+            self.refused_func,
+            settings.overrun_s,
+            settings.retry_max_delay_s,
         )
+        self.executor = self._executor()
         self._last_pass_recorded = 0.0
         self.scheduler = ClusterScheduler(
             ledger=self.ledger,
@@ -101,6 +105,7 @@ class Runtime:
             cluster_paused=self.cluster.halted,
             on_pass=self._passed,
             idle_rescan_s=min(IDLE_RESCAN_S, self.lease_s),
+            retry_cap_s=settings.retry_max_delay_s,
             timezone=self.timezone,
             job_defaults=dict(settings.job_defaults),
             jobstores={"default": self.store},
@@ -119,6 +124,20 @@ class Runtime:
         self._connections: tuple[Lease, Bus] | None = None
         #: Request threads and the elector may open them together: once, under this lock.
         self._opening = threading.RLock()
+
+    def _executor(self) -> AppContextExecutor | RQExecutor:
+        """SCHEDULER_EXECUTOR: the leader's thread pool, or RQ (imported only then)."""
+        if self.settings.executor == "rq":
+            from .rqexec import RQExecutor
+
+            return RQExecutor(self.rq_connection, self.settings.rq_queue_prefix, self.fence, self._fenced_out)
+        return AppContextExecutor(self.runner, self.fence, self._fenced_out, self.settings.max_workers)
+
+    def rq_connection(self) -> redis.Redis:
+        connection = self.redis
+        if connection is None:  # settings refuse rq without Redis
+            raise ConfigError("SCHEDULER_EXECUTOR 'rq' needs JOBSERVICE_REDIS_URL")
+        return connection
 
     # Roles ----------------------------------------------------------------------
 
@@ -217,7 +236,7 @@ class Runtime:
         self.engine.dispose(close=False)
         self.scheduler.after_fork()
         self.executor.after_fork()
-        self.recorder = self.executor.recorder = Recorder(self.engine)
+        self.recorder = self.runner.recorder = Recorder(self.engine, self.notify)
         self.heartbeat.after_fork()
         self.started = False
         self.elector = None
@@ -266,6 +285,18 @@ class Runtime:
         file_lease = FileLease(instance / f"leader-{cluster_id}.lock", self.cluster.fence_floor)
         return file_lease, FileBus(instance / f"events-{cluster_id}")
 
+    def rq_status(self) -> dict[str, Any] | None:
+        """With the RQ executor: live RQ workers of this service's queues and each queue's
+        depth (None where Redis cannot be read); without it, None."""
+        if self.settings.executor != "rq":
+            return None
+        from .rqexec import workers_and_queues
+
+        try:
+            return workers_and_queues(self.rq_connection(), self.settings.rq_queue_prefix)
+        except (redis.RedisError, OSError):
+            return {"workers": None, "queues": None}
+
     def lease_seconds_left(self) -> float | None:
         """How long the current leader's lease lasts without renewal (None: no expiry or no leader)."""
         if self.elector is not None and self.elector.fence() is not None:
@@ -296,7 +327,7 @@ class Runtime:
         if self.elector is not None:
             self.elector.step_down(exc.recorded)
 
-    def _refused_func(self, func_ref: str) -> str | None:
+    def refused_func(self, func_ref: str) -> str | None:
         """Why a stored job's function may not run (outside the job packages), if it may not.
         Checked when each run starts: a row written by older code, or an adopted
         Flask-APScheduler table, must not run what the API would refuse."""

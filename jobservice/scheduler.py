@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from apscheduler.events import (
     EVENT_JOB_ADDED,
@@ -38,15 +38,16 @@ from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
+from apscheduler.util import undefined
 
 from . import metrics
 from .errors import ProtectedJob
-from .executor import AppContextExecutor
 from .fencing import FencedOut
 from .jobstore import ClusterJobStore, StaleJobError, StoredJob
 from .ledger import Claim, RunKey, RunLedger
-from .liveness import Sweeper
+from .liveness import DeadRun, Sweeper
 from .models import MISSED, SCHEDULED, SKIPPED
+from .options import OPTION_FIELDS, RetryPolicy, ServiceJob
 from .rules import SERVICE_JOB_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,14 @@ DUE_CHUNK = 100
 RESCHEDULE = object()
 
 
+class RunExecutor(Protocol):
+    """What the scheduler hands claimed runs to: the thread pool, or RQ."""
+
+    def submit_run(self, job: Job, claim: Claim) -> None: ...
+
+    def inflight(self) -> frozenset[RunKey]: ...
+
+
 class ClusterScheduler(BackgroundScheduler):
     """Processes due jobs only while this process holds the leader lease."""
 
@@ -80,6 +89,7 @@ class ClusterScheduler(BackgroundScheduler):
         cluster_paused: Callable[[], bool],
         on_pass: Callable[[], None] = lambda: None,
         idle_rescan_s: float = IDLE_RESCAN_S,
+        retry_cap_s: float = 3600.0,
         **options: Any,
     ) -> None:
         self._ledger = ledger
@@ -91,10 +101,15 @@ class ClusterScheduler(BackgroundScheduler):
         self._cluster_paused = cluster_paused
         self._on_pass = on_pass
         self._idle_rescan_s = idle_rescan_s
+        self._retry_cap_s = retry_cap_s
         self._failed_passes = 0
         self._healthy_since: float | None = None
         self._processing = False
         super().__init__(**options)
+        # APScheduler keeps only its own three defaults; the run options' join them, and
+        # are applied as theirs are, when a job is added.
+        defaults = options.get("job_defaults", {})
+        self._job_defaults.update({k: defaults[k] for k in OPTION_FIELDS if k in defaults})
 
     # Standby and the processing thread ------------------------------------------
 
@@ -175,6 +190,47 @@ class ClusterScheduler(BackgroundScheduler):
             self.wakeup()
         return job
 
+    def add_job(  # type: ignore[override]
+        self,
+        func: Any,
+        trigger: Any = None,
+        args: Any = None,
+        kwargs: Any = None,
+        id: str | None = None,
+        name: str | None = None,
+        misfire_grace_time: Any = undefined,
+        coalesce: Any = undefined,
+        max_instances: Any = undefined,
+        next_run_time: Any = undefined,
+        jobstore: str = "default",
+        executor: str = "default",
+        replace_existing: bool = False,
+        **trigger_args: Any,
+    ) -> Job:
+        """APScheduler's add_job, making a ServiceJob: the run options are fields of the job."""
+        options = {field: trigger_args.pop(field) for field in OPTION_FIELDS if field in trigger_args}
+        job_kwargs = {
+            "trigger": self._create_trigger(trigger, trigger_args),
+            "executor": executor,
+            "func": func,
+            "args": tuple(args) if args is not None else (),
+            "kwargs": dict(kwargs) if kwargs is not None else {},
+            "id": id,
+            "name": name,
+            "misfire_grace_time": misfire_grace_time,
+            "coalesce": coalesce,
+            "max_instances": max_instances,
+            "next_run_time": next_run_time,
+            **options,
+        }
+        job = ServiceJob(self, **{k: v for k, v in job_kwargs.items() if v is not undefined})
+        with self._jobstores_lock:
+            if self.state == STATE_STOPPED:
+                self._pending_jobs.append((job, jobstore, replace_existing))
+            else:
+                self._real_add_job(job, jobstore, replace_existing)
+        return job
+
     def _real_add_job(self, job: Job, jobstore_alias: str, replace_existing: bool) -> None:
         """Where APScheduler's add_job stores a job: replacing one of the service's own is refused."""
         if replace_existing:
@@ -205,7 +261,7 @@ class ClusterScheduler(BackgroundScheduler):
         jobs = []
         for spec in specs:
             fields = {k: v for k, v in spec.items() if k != "replace_existing"}
-            job = Job(self, **{"executor": "default", **fields})
+            job = ServiceJob(self, **{"executor": "default", **fields})
             defaults = {k: v for k, v in self._job_defaults.items() if not hasattr(job, k)}
             if not hasattr(job, "next_run_time"):
                 defaults["next_run_time"] = job.trigger.get_next_fire_time(None, now)
@@ -260,10 +316,13 @@ class ClusterScheduler(BackgroundScheduler):
                 if self._fence() != fence:
                     break
         self._adopt(fence, store)
-        for dead in self._sweeper.sweep(fence, time.monotonic() - self._healthy_since):
+        for dead in self._sweeper.sweep(fence, time.monotonic() - self._healthy_since, self._retries):
             metrics.run_ended(dead.job_id, "failed", dead.trigger, None, None)
             metrics.dead_run_closed()
         next_run = None if paused else store.get_next_run_time()
+        retry = self._ledger.next_retry_at()
+        if retry is not None and not paused:
+            next_run = retry if next_run is None else min(next_run, retry)
         self._on_pass()
         if next_run is None:
             return self._idle_rescan_s
@@ -319,7 +378,7 @@ class ClusterScheduler(BackgroundScheduler):
 
     def _adopt(self, fence: int, store: ClusterJobStore) -> None:
         """Run what was claimed or requested but never started (run-now, a dead leader's runs)."""
-        executor: AppContextExecutor = self._lookup_executor("default")
+        executor: RunExecutor = self._lookup_executor("default")
         inflight = executor.inflight()
         candidates = [(key, claim) for key, claim in self._ledger.pending(fence) if key not in inflight]
         claims = self._ledger.adopt(candidates, fence) if candidates else []
@@ -338,9 +397,26 @@ class ClusterScheduler(BackgroundScheduler):
             elif not self._submit(job, claim):
                 return
 
+    def _retries(self, dead: list[DeadRun], now: datetime) -> dict[int, datetime]:
+        """When each of these dead runs' next attempt may start, for jobs with retries left."""
+        store: ClusterJobStore = self._jobstores["default"]
+        jobs: dict[str, Job] = dict(store.lookup_many(sorted({run.job_id for run in dead})))
+        gone = [run.run_id for run in dead if run.job_id not in jobs]
+        saved = self._ledger.saved_jobs(gone) if gone else {}
+        times = {}
+        for run in dead:
+            job = jobs.get(run.job_id)
+            if job is None and run.run_id in saved:
+                job = store.restore_saved(run.job_id, saved[run.run_id])
+            at = None if job is None else RetryPolicy.of(job, self._retry_cap_s).next_at(run.attempt, now)
+            if at is not None:
+                times[run.run_id] = at
+                metrics.retry_scheduled(run.job_id)
+        return times
+
     def _submit(self, job: StoredJob, claim: Claim) -> bool:
         """Hand one claimed run to the executor; False if the executor is shut down."""
-        executor: AppContextExecutor = self._lookup_executor(job.executor)
+        executor: RunExecutor = self._lookup_executor(job.executor)
         try:
             executor.submit_run(job, claim)
         except MaxInstancesReachedError:

@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from .errors import ConfigError
+from . import options
+from .errors import ConfigError, InvalidJob
 
 #: Job threads of a leading process, at most.
 MAX_WORKERS_LIMIT = 1000
@@ -60,13 +61,17 @@ SETTINGS: dict[str, Setting] = {
         Setting("JOBSERVICE_HEALTH_ENABLED", False, "bool", "HEALTH_ENABLED"),
         Setting("JOBSERVICE_METRICS_ENABLED", False, "bool", "METRICS_ENABLED"),
         Setting("JOBSERVICE_METRICS_REQUIRE_TOKEN", True, "bool", "METRICS_REQUIRE_TOKEN"),
+        Setting("SCHEDULER_EXECUTOR", "threads", "str", "SCHEDULER_EXECUTOR"),
+        Setting("JOBSERVICE_RQ_QUEUE_PREFIX", "jobservice-", "str", "RQ_QUEUE_PREFIX"),
+        Setting("JOBSERVICE_RETRY_MAX_DELAY_SECONDS", 3600.0, "number", "RETRY_MAX_DELAY_SECONDS", 0, 86400),
     )
 }
 
 #: Flask-APScheduler's per-job defaults, but with a grace time long enough to survive a
 #: restart or a failover: a fire time inside one runs (once) afterwards instead of being dropped.
-JOB_DEFAULTS = {"misfire_grace_time": 300, "coalesce": True, "max_instances": 1}
+JOB_DEFAULTS = {"misfire_grace_time": 300, "coalesce": True, "max_instances": 1, **options.BUILTIN}
 DEFAULT_MAX_WORKERS = 20
+EXECUTORS = ("threads", "rq")
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,10 @@ class Settings:
     metrics_enabled: bool
     metrics_require_token: bool
     job_defaults: dict[str, Any]
+    #: `threads` (the leader's pool runs every run) or `rq` (RQ workers do).
+    executor: str
+    rq_queue_prefix: str
+    retry_max_delay_s: float
     max_workers: int
     jobs: tuple[Mapping[str, Any], ...]
 
@@ -118,6 +127,14 @@ def read(config: Mapping[str, Any], import_name: str) -> Settings:
     if prefix and not prefix.startswith("/"):
         raise ConfigError(f"SCHEDULER_API_PREFIX must start with '/', got {prefix!r}")
     store_url = _jobstore_url(config)  # checked even when a URL is given: never ignored
+    if value["SCHEDULER_EXECUTOR"] not in EXECUTORS:
+        raise ConfigError(
+            f"SCHEDULER_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {value['SCHEDULER_EXECUTOR']!r}"
+        )
+    if value["SCHEDULER_EXECUTOR"] == "rq" and not value["JOBSERVICE_REDIS_URL"]:
+        raise ConfigError("SCHEDULER_EXECUTOR 'rq' needs Redis: set JOBSERVICE_REDIS_URL (REDIS_URL)")
+    if not options.QUEUE_NAME.fullmatch(value["JOBSERVICE_RQ_QUEUE_PREFIX"] + "q"):
+        raise ConfigError("JOBSERVICE_RQ_QUEUE_PREFIX may only hold letters, digits, '_', '-' or '.'")
     return Settings(
         database_url=value["JOBSERVICE_DATABASE_URL"] or store_url or config.get("SQLALCHEMY_DATABASE_URI"),
         redis_url=value["JOBSERVICE_REDIS_URL"],
@@ -140,6 +157,9 @@ def read(config: Mapping[str, Any], import_name: str) -> Settings:
         metrics_enabled=value["JOBSERVICE_METRICS_ENABLED"],
         metrics_require_token=value["JOBSERVICE_METRICS_REQUIRE_TOKEN"],
         job_defaults=_job_defaults(config.get("SCHEDULER_JOB_DEFAULTS")),
+        executor=value["SCHEDULER_EXECUTOR"],
+        rq_queue_prefix=value["JOBSERVICE_RQ_QUEUE_PREFIX"],
+        retry_max_delay_s=value["JOBSERVICE_RETRY_MAX_DELAY_SECONDS"],
         max_workers=_max_workers(config.get("SCHEDULER_EXECUTORS") or {}),
         jobs=tuple(config.get("SCHEDULER_JOBS") or config.get("JOBS") or ()),
     )
@@ -313,6 +333,12 @@ def _job_defaults(defaults: Any) -> dict[str, Any]:
         return dict(JOB_DEFAULTS)
     if not isinstance(defaults, Mapping) or set(defaults) - set(JOB_DEFAULTS):
         raise ConfigError(f"SCHEDULER_JOB_DEFAULTS may only set {', '.join(JOB_DEFAULTS)}")
+    for field in options.OPTION_FIELDS:
+        if field in defaults:
+            try:
+                options.check(field, defaults[field])
+            except InvalidJob as exc:
+                raise ConfigError(f"SCHEDULER_JOB_DEFAULTS[{field!r}]: {exc.message}") from None
     return {**JOB_DEFAULTS, **defaults}
 
 

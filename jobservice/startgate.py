@@ -17,13 +17,16 @@ from datetime import datetime
 from .ledger import Claim, RunLedger
 
 MAX_BATCH = 500
+#: What `start` answers for a run that would exceed its job's max_instances.
+BUSY = "busy"
 
 
 @dataclass
 class _Ticket:
     claim: Claim
+    limit: int
     done: threading.Event = field(default_factory=threading.Event)
-    started_at: datetime | None = None
+    started_at: datetime | str | None = None
     error: BaseException | None = None
 
 
@@ -36,9 +39,10 @@ class StartGate:
         self._pid = -1
         self._queue: queue.SimpleQueue[_Ticket] = queue.SimpleQueue()
 
-    def start(self, claim: Claim) -> datetime | None:
-        """Block until the run is marked started (its start time) or refused (None)."""
-        ticket = _Ticket(claim)
+    def start(self, claim: Claim, limit: int) -> datetime | str | None:
+        """Block until the run is marked started (its start time), refused (None), or found
+        BUSY: `limit` (its job's max_instances) runs of its job are going in the cluster."""
+        ticket = _Ticket(claim, limit)
         self._running_queue().put(ticket)
         ticket.done.wait()
         if ticket.error is not None:
@@ -64,13 +68,16 @@ class StartGate:
                     batch.append(tickets.get_nowait())
                 except queue.Empty:
                     break
+            limits = {ticket.claim.key.job_id: ticket.limit for ticket in batch}
             try:
-                started = self._ledger.start_many([ticket.claim for ticket in batch])
+                result = self._ledger.start_many([ticket.claim for ticket in batch], limits)
             except BaseException as exc:  # the waiting threads re-raise it
                 for ticket in batch:
                     ticket.error = exc
             else:
+                busy = {claim.run_id for claim in result.busy}
                 for ticket in batch:
-                    ticket.started_at = started.get(ticket.claim.key)
+                    run_id = ticket.claim.run_id
+                    ticket.started_at = BUSY if run_id in busy else result.started.get(ticket.claim.key)
             for ticket in batch:
                 ticket.done.set()

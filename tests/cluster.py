@@ -103,6 +103,10 @@ class Server:
     def get(self, path: str) -> tuple[int, Any]:
         return http("GET", self.url(path))
 
+    def get_text(self, path: str) -> str:
+        with urllib.request.urlopen(self.url(path), timeout=10) as response:
+            return response.read().decode()
+
     def post(self, path: str, body: Any = None) -> tuple[int, Any]:
         return http("POST", self.url(path), body)
 

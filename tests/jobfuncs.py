@@ -154,3 +154,19 @@ def fork_and_record() -> None:
             os._exit(0)
     os.waitpid(pid, 0)
     record("parent")
+
+
+def flaky(failures: int) -> None:
+    """Record this attempt, then fail while this run's fire has been tried `failures` times or
+    fewer (counted from what earlier attempts recorded): fails `failures` times, then succeeds."""
+    run = g.jobservice_run
+    record(f"attempt {run.attempt}")
+    if run.attempt <= failures:
+        raise RuntimeError(f"failing attempt {run.attempt} of {failures}")
+
+
+def sleepy(seconds: float) -> None:
+    """`slow`, but records only the start: for a run that is stopped or killed midway."""
+    record("start")
+    time.sleep(seconds)
+    record("end")

@@ -28,6 +28,10 @@ def test_defaults_without_any_setting() -> None:
         "misfire_grace_time": 300,
         "coalesce": True,
         "max_instances": 1,
+        "timeout_s": None,
+        "retries": 0,
+        "retry_delay_s": 10,
+        "queue": "default",
     }
     assert settings.SCHEDULER_EXECUTORS == {"default": {"type": "threadpool", "max_workers": 20}}
     assert settings.JOBSERVICE_JOB_PACKAGES == ("jobs",)

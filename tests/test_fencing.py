@@ -58,7 +58,7 @@ def test_every_write_of_a_superseded_leader_is_refused(make_app: Callable[..., F
     job = service.store.lookup_job("j")
     writes: dict[str, Callable[[], Any]] = {
         "claim": lambda: service.ledger.claim([RunKey("j", "scheduled", NOW + timedelta(hours=1))], fence=4),
-        "start": lambda: service.ledger.start_many([claim]),
+        "start": lambda: service.ledger.start_many([claim], {claim.key.job_id: 1}),
         "adopt": lambda: service.ledger.adopt([(claim.key, claim.token)], fence=4),
         "miss": lambda: service.ledger.miss(claim, "too late"),
         "advance": lambda: service.store.advance([(job, NOW + timedelta(hours=2))], fence=4),

@@ -24,15 +24,20 @@ def get_scheduler_info() -> Response:
     runtime = current_runtime()
     state = runtime.cluster.state()
     leader = runtime.leader()
-    return jsonify(
-        current_host=host_name(),
-        allowed_hosts=list(runtime.settings.allowed_hosts),
-        running=state != STOPPED,
-        role=runtime.role,
-        leader=leader.worker if leader else None,
-        fence=leader.fence if leader else None,
-        state=state,
-    )
+    info = {
+        "current_host": host_name(),
+        "allowed_hosts": list(runtime.settings.allowed_hosts),
+        "running": state != STOPPED,
+        "role": runtime.role,
+        "leader": leader.worker if leader else None,
+        "fence": leader.fence if leader else None,
+        "state": state,
+        "executor": runtime.settings.executor,
+    }
+    rq_status = runtime.rq_status()
+    if rq_status is not None:
+        info["rq"] = rq_status
+    return jsonify(info)
 
 
 def pause_scheduler() -> Response:

@@ -10,10 +10,9 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from flask import Blueprint, Response, request
 from flask_apscheduler.json import jsonify
-from flask_apscheduler.utils import job_to_dict
 
 from ..errors import InvalidJob
-from ..job_json import job_payloads
+from ..job_json import job_dict, job_payloads
 from ..jobstore import Entry
 from ..runtime import current_runtime
 from .errors import json_body
@@ -39,7 +38,7 @@ def add_job() -> Response:
     job = current_runtime().operations.add(json_body())
     # The job as stored (APScheduler filled in its defaults and next run): no re-read,
     # and no history to look up: it has not run yet.
-    return jsonify({**job_to_dict(job), "last_run": None})
+    return jsonify({**job_dict(job), "last_run": None})
 
 
 def get_jobs() -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import STATUSES
+from ..options import MAX_RETRIES, MAX_RETRY_DELAY_S, MAX_TIMEOUT_S, QUEUE_NAME
 from ..rules import (
     FUNC_REF,
     MAX_GRACE_S,
@@ -22,8 +23,39 @@ DATE_TIME = {"type": "string", "format": "date-time"}
 DATE_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 
 
+EXECUTOR = {"type": "string", "enum": ["threads", "rq"]}
+RQ_STATUS = {
+    "type": "object",
+    "description": "With SCHEDULER_EXECUTOR=rq: live RQ workers, runs waiting per queue (null: no Redis)",
+    "properties": {
+        "workers": {"type": ["integer", "null"]},
+        "queues": {"type": ["object", "null"], "additionalProperties": {"type": "integer"}},
+    },
+}
+
+
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def option_fields() -> dict[str, Any]:
+    """The run options (defaults: SCHEDULER_JOB_DEFAULTS)."""
+    return {
+        "timeout_s": {
+            "type": ["number", "null"],
+            "exclusiveMinimum": 0,
+            "maximum": MAX_TIMEOUT_S,
+            "description": "rq: a run past it is stopped and failed; threads: it is flagged overrunning",
+        },
+        "retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES},
+        "retry_delay_s": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": MAX_RETRY_DELAY_S,
+            "description": "before the first retry; doubled for each next one, up to RETRY_MAX_DELAY_SECONDS",
+        },
+        "queue": {"type": "string", "pattern": f"^{QUEUE_NAME.pattern}$", "description": "the RQ queue (rq)"},
+    }
 
 
 def trigger_fields() -> dict[str, Any]:
@@ -56,6 +88,7 @@ def job_fields() -> dict[str, Any]:
         "max_instances": {"type": "integer", "minimum": 1, "maximum": MAX_INSTANCES},
         "next_run_time": {**DATE_TIME_OR_NULL, "description": "null adds or sets the job paused"},
         "executor": {"type": "string", "enum": ["default"]},
+        **option_fields(),
         **trigger_fields(),
     }
 
@@ -126,6 +159,7 @@ def schemas() -> dict[str, Any]:
                 "trigger": {"type": "string"},
                 "misfire_grace_time": {"type": ["integer", "null"]},
                 "max_instances": {"type": "integer"},
+                **option_fields(),
                 "next_run_time": DATE_TIME_OR_NULL,
                 "last_run": {
                     "oneOf": [
@@ -168,6 +202,8 @@ def schemas() -> dict[str, Any]:
                 "id": {"type": "integer"},
                 "job_id": {"type": "string"},
                 "trigger": {"type": "string", "enum": ["scheduled", "manual"]},
+                "attempt": {"type": "integer", "minimum": 1, "description": "1, then one more per retry"},
+                "not_before": {**DATE_TIME_OR_NULL, "description": "a retry waits until then to start"},
                 **run_summary,
                 "duration_ms": {"type": ["number", "null"]},
                 "error": STRING_OR_NULL,
@@ -187,6 +223,8 @@ def schemas() -> dict[str, Any]:
                 "leader": STRING_OR_NULL,
                 "fence": {"type": ["integer", "null"]},
                 "state": {"type": "string", "enum": ["running", "paused"]},
+                "executor": EXECUTOR,
+                "rq": RQ_STATUS,
             },
         },
         "Shutdown": {
@@ -251,6 +289,8 @@ def schemas() -> dict[str, Any]:
                 "jobs": {"type": ["integer", "null"]},
                 "lease_seconds_left": {"type": ["number", "null"]},
                 "seconds_since_last_pass": {"type": ["number", "null"]},
+                "executor": EXECUTOR,
+                "rq": RQ_STATUS,
                 "reasons": {
                     "type": "array",
                     "items": {"type": "string"},
