@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -166,11 +167,13 @@ def test_the_apps_own_migrations_live_beside_jobservices(
 
 
 @pytest.mark.processes
+@pytest.mark.parametrize("executor", ["threads", "rq"])
 def test_under_gunicorn_w_4_on_mariadb_each_fire_time_runs_once(
-    tmp_path: Path, mariadb_url: str, redis_url: str
+    tmp_path: Path, mariadb_url: str, redis_url: str, executor: str
 ) -> None:
     """The done-when of the extension: the README's app, gunicorn -w 4, MariaDB and Redis,
-    a 1 s job writing through the app's own db.session: one run per fire time."""
+    a 1 s job writing through the app's own db.session: one run per fire time. With rq, the
+    runs happen in an RQ worker started as the README says, in the same app's context."""
     app_dir = write_app(tmp_path / "src")
     engine = create_engine(mariadb_url)
     sys.path.insert(0, str(app_dir))
@@ -197,11 +200,17 @@ def test_under_gunicorn_w_4_on_mariadb_each_fire_time_runs_once(
         "FLASK_CURRENCY": "CNY",
         "FLASK_JOBS": jobs,
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+        "FLASK_SCHEDULER_EXECUTOR": executor,
+        "FLASK_JOBSERVICE_RQ_QUEUE_PREFIX": f"yourapp-{secrets.token_hex(4)}-",
     }
     (tmp_path / "prometheus").mkdir()
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", "-w", "4", "--bind", f"127.0.0.1:{port}", "wsgi:app"]
     server = Server("yourapp", argv, env, port, tmp_path / "gunicorn.log", cwd=app_dir).start()
+    worker = None
+    if executor == "rq":  # as the README starts one: flask --app <your app> jobservice worker
+        argv = [sys.executable, "-m", "flask", "--app", "wsgi", "jobservice", "worker"]
+        worker = Server("rqworker", argv, env, 0, tmp_path / "rqworker.log", cwd=app_dir).start()
     try:
         server.wait_ready()
         time.sleep(7)
@@ -217,9 +226,18 @@ def test_under_gunicorn_w_4_on_mariadb_each_fire_time_runs_once(
         assert status == 200 and len(history) >= len(totals)
         assert {(t["amount"], t["currency"]) for t in history} == {(7, "CNY")}
         assert dict(statuses).get("failed", 0) == 0, server.log()
+        with engine.connect() as conn:
+            pids = {int(w.rsplit(":", 1)[1]) for (w,) in conn.execute(text(
+                "SELECT worker FROM jobservice_runs WHERE job_id = 'emea' AND started_at IS NOT NULL"
+            ))}  # fmt: skip
+        ran_in_gunicorn = bool(pids & set(server.children()))
+        assert ran_in_gunicorn == (executor == "threads"), (pids, server.children())
         print(
-            f"\n[measured] README app under gunicorn -w 4: fires={len(totals)}, duplicates=0, statuses={dict(statuses)}"
+            f"\n[measured] README app under gunicorn -w 4 ({executor}): fires={len(totals)}, duplicates=0, "
+            f"statuses={dict(statuses)}"
         )
     finally:
+        if worker is not None:
+            worker.stop()
         server.stop()
         engine.dispose()
