@@ -4,6 +4,8 @@ On SQLite and MariaDB; the RQ executor's side is in test_rq.py."""
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -111,10 +113,11 @@ def test_failing_twice_then_succeeding_gives_three_attempts_with_the_delays(
     make_app: Callable[..., Flask],
 ) -> None:
     app = leading_app(make_app)
-    add(app, id="flaky", func="tests.jobfuncs:flaky", args=[2], run_date=soon(), retries=3, retry_delay_s=0.5)
-    rows = finished_runs(app, "flaky", 3)
-    wait_for(lambda: len(runs(app, "flaky")) == 3 and all(r.status != "running" for r in runs(app, "flaky")))
-    rows = runs(app, "flaky")
+    job_id = f"flaky-{secrets.token_hex(3)}"  # metrics are per process: one id per test
+    add(app, id=job_id, func="tests.jobfuncs:flaky", args=[2], run_date=soon(), retries=3, retry_delay_s=0.5)
+    rows = finished_runs(app, job_id, 3)
+    wait_for(lambda: len(runs(app, job_id)) == 3 and all(r.status != "running" for r in runs(app, job_id)))
+    rows = runs(app, job_id)
     assert [(r.attempt, r.status) for r in rows] == [(1, "failed"), (2, "failed"), (3, "succeeded")]
     assert len({r.scheduled_at for r in rows}) == 1  # one fire time, three attempts
     assert "failing attempt 1 of 2" in rows[0].error
@@ -122,7 +125,9 @@ def test_failing_twice_then_succeeding_gives_three_attempts_with_the_delays(
     second_gap = (rows[2].started_at - rows[1].finished_at).total_seconds()
     assert 0.5 <= first_gap < 0.5 + 1.5, first_gap  # retry_delay_s
     assert 1.0 <= second_gap < 1.0 + 1.5, second_gap  # doubled
-    assert [f.note for f in _fires(app, "flaky")] == ["attempt 1", "attempt 2", "attempt 3"]
+    assert [f.note for f in _fires(app, job_id)] == ["attempt 1", "attempt 2", "attempt 3"]
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert re.search(rf'^jobservice_retries_total\{{job_id="{job_id}"\}} 2\.0$', text, re.M), text
 
 
 def test_the_last_failure_is_final_and_run_now_retries_too(make_app: Callable[..., Flask]) -> None:
@@ -138,11 +143,14 @@ def test_the_last_failure_is_final_and_run_now_retries_too(make_app: Callable[..
 
 def test_a_timeout_with_threads_flags_the_run_without_stopping_it(make_app: Callable[..., Flask]) -> None:
     app = leading_app(make_app, JOBSERVICE_LEADER_LEASE_SECONDS=1.0)
-    add(app, id="long", func="tests.jobfuncs:sleepy", args=[2.5], run_date=soon(), timeout_s=0.5)
-    wait_for(lambda: [r.status for r in runs(app, "long")] == ["overrunning"], timeout_s=10)
-    (row,) = finished_runs(app, "long")
+    job_id = f"long-{secrets.token_hex(3)}"
+    add(app, id=job_id, func="tests.jobfuncs:sleepy", args=[2.5], run_date=soon(), timeout_s=0.5)
+    wait_for(lambda: [r.status for r in runs(app, job_id)] == ["overrunning"], timeout_s=10)
+    (row,) = finished_runs(app, job_id)
     assert row.status == "succeeded"  # a thread cannot be stopped: flagged, then it finished
-    assert [f.note for f in _fires(app, "long")] == ["start", "end"]
+    assert [f.note for f in _fires(app, job_id)] == ["start", "end"]
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert re.search(rf'^jobservice_overruns_total\{{job_id="{job_id}"\}} 1\.0$', text, re.M)
 
 
 def test_max_instances_counts_runs_going_on_in_other_processes(make_app: Callable[..., Flask]) -> None:

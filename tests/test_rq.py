@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
 from jobservice.models import JobRun
@@ -72,6 +74,9 @@ class RQCluster(Cluster):
         query = select(JobRun.__table__).where(JobRun.job_id == job_id).order_by(JobRun.id)
         with self.engine.connect() as conn:
             return list(conn.execute(query))
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url or "")
 
     def close(self) -> None:
         for worker in self.workers:
@@ -229,6 +234,10 @@ def test_killed_horse_and_killed_worker_close_the_run_failed_and_it_is_retried_o
     closed_s = time.time() - killed
     first = rq_cluster.runs("long")[0]
     assert f":{horse} " in first.worker + " " and f"worker {first.worker} stopped" in first.error
+    failed_in_rq = FailedJobRegistry(
+        rq_cluster.env["RQ_QUEUE_PREFIX"] + "default", connection=rq_cluster.redis()
+    )
+    assert len(failed_in_rq.get_job_ids()) == 1  # RQ's verdict on the same RQ job: failed, not requeued
     second_horse = horse_of(rq_cluster, "long", count=2)  # the retry, on either worker
     worker = parent_of(second_horse)
     assert worker in (w.pid for w in rq_cluster.workers)
@@ -302,3 +311,19 @@ def test_health_metrics_and_scheduler_show_workers_and_queues(rq_cluster: RQClus
     assert 'jobservice_rq_runs_total{status="succeeded"} 1.0' in text
     assert 'jobservice_rq_runs_total{status="failed"} 1.0' in text
     assert "jobservice_rq_workers 1.0" in text
+
+
+def test_sigterm_lets_the_worker_finish_its_run(rq_cluster: RQCluster) -> None:
+    host = rq_cluster.host(workers=1)
+    worker = rq_cluster.worker()
+    rq_cluster.wait_workers(host, 1)
+    rq_cluster.post_job(
+        host, id="finish", func="tests.jobfuncs:slow", args=[2], trigger="date", run_date=at(0.5)
+    )
+    horse_of(rq_cluster, "finish")
+    worker.signal(signal.SIGTERM)  # RQ's warm shutdown
+    assert worker.proc is not None
+    worker.proc.wait(timeout=30)
+    (run,) = rq_cluster.runs("finish")
+    assert run.status == "succeeded"
+    assert [f.note for f in rq_cluster.fires("finish")] == ["start", "end"]
