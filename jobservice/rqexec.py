@@ -21,9 +21,10 @@ from typing import Any
 import redis
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
-from rq import Queue, Worker
+from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from .fencing import FencedOut
 from .ledger import LEFT_BEHIND_S, Claim, RunKey
@@ -38,6 +39,8 @@ RQ_TIMEOUT_MARGIN_S = 30
 #: How long RQ keeps a finished RQ job (the run history is the record), and a failed one.
 RESULT_TTL_S = 300
 FAILURE_TTL_S = 7 * 86400
+QUEUES_KEY = Queue.redis_queues_keys
+QUEUE_KEY = Queue.redis_queue_namespace_prefix
 #: RQ holds the run (queued, about to start, started): it is not left behind.
 HELD = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
@@ -136,12 +139,29 @@ def _statuses(connection: redis.Redis, job_ids: list[str]) -> dict[str, str | No
 
 
 def workers_and_queues(connection: redis.Redis, prefix: str) -> dict[str, Any]:
-    """How many RQ workers serve this service's queues, and how deep each queue is."""
-    workers = [
-        worker
-        for worker in Worker.all(connection=connection)
-        if any(name.startswith(prefix) for name in worker.queue_names())
-    ]
-    names = {prefix + "default"} | {n for w in workers for n in w.queue_names() if n.startswith(prefix)}
-    queues = {name[len(prefix) :]: Queue(name, connection=connection).count for name in sorted(names)}
-    return {"workers": len(workers), "queues": queues}
+    """How many live RQ workers serve this service's queues, and how deep each queue is.
+
+    Read-only, and only this service's queues: RQ's own `Worker.all()` walks (and tidies)
+    the registry of every worker on the Redis, which other apps may share."""
+    names = {prefix + "default"} | {
+        key.decode().removeprefix(QUEUE_KEY) for key in connection.smembers(QUEUES_KEY)
+    }
+    names = {name for name in names if name.startswith(prefix)}
+    ordered = sorted(names)
+    pipe = connection.pipeline(transaction=False)
+    for name in ordered:
+        pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
+    registered = sorted({key for members in pipe.execute() for key in members})
+    pipe = connection.pipeline(transaction=False)
+    for key in registered:
+        pipe.hget(key, "queues")  # a dead worker's hash has expired: None
+    served = [value.decode().split(",") for value in pipe.execute() if value is not None]
+    names |= {name for queues in served for name in queues if name.startswith(prefix)}
+    pipe = connection.pipeline(transaction=False)
+    for name in sorted(names):
+        pipe.llen(QUEUE_KEY + name)
+    depths = pipe.execute()
+    return {
+        "workers": len(served),
+        "queues": {n[len(prefix) :]: d for n, d in zip(sorted(names), depths, strict=True)},
+    }

@@ -9,6 +9,7 @@ environment (`config.py`, `SETTINGS[...].env`).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import socket
 import zoneinfo
@@ -133,6 +134,8 @@ def read(config: Mapping[str, Any], import_name: str) -> Settings:
         )
     if value["SCHEDULER_EXECUTOR"] == "rq" and not value["JOBSERVICE_REDIS_URL"]:
         raise ConfigError("SCHEDULER_EXECUTOR 'rq' needs Redis: set JOBSERVICE_REDIS_URL (REDIS_URL)")
+    if value["SCHEDULER_EXECUTOR"] == "rq" and importlib.util.find_spec("rq") is None:
+        raise ConfigError("SCHEDULER_EXECUTOR 'rq' needs the rq package: pip install 'jobservice[rq]'")
     if not options.QUEUE_NAME.fullmatch(value["JOBSERVICE_RQ_QUEUE_PREFIX"] + "q"):
         raise ConfigError("JOBSERVICE_RQ_QUEUE_PREFIX may only hold letters, digits, '_', '-' or '.'")
     return Settings(

@@ -4,6 +4,7 @@ On SQLite and MariaDB; the RQ executor's side is in test_rq.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import secrets
 from collections.abc import Callable
@@ -101,6 +102,15 @@ def test_executor_setting_is_checked(make_app: Callable[..., Flask]) -> None:
         make_app(SCHEDULER_EXECUTOR="celery")
     with pytest.raises(ConfigError, match="needs Redis"):
         make_app(SCHEDULER_EXECUTOR="rq")
+
+
+def test_the_rq_executor_without_rq_installed_says_what_to_install(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rq" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"needs the rq package: pip install 'jobservice\[rq\]'"):
+        make_app(SCHEDULER_EXECUTOR="rq", JOBSERVICE_REDIS_URL="redis://127.0.0.1:6379/0")
 
 
 def test_backoff_doubles_and_is_capped() -> None:
