@@ -1,7 +1,10 @@
-"""The systems under test: jobservice and the Flask-APScheduler peers under gunicorn, plain APScheduler.
+"""The systems under test: jobservice and the Flask-APScheduler peers under gunicorn, plain
+APScheduler, Celery.
 
 A Deployment is one or more gunicorn masters (each standing for a host) sharing one
-store database, or one or more plain APScheduler processes sharing it.
+store database, or one or more plain APScheduler processes sharing it, or Celery's beat
+and one worker. jobservice with `rq_workers` runs its RQ executor, with that many
+`flask jobservice worker` processes beside its masters.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redis import Redis
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+from sqlalchemy.engine import make_url
+
 from . import procs
 from .benchjobs import FIRES_URL_ENV
 from .store import JOB_FUNC, create_apscheduler_table
@@ -24,12 +31,16 @@ BIN = Path(sys.executable).parent
 #: Settings jobservice reads; ours are set explicitly, inherited ones are dropped.
 SERVICE_VARS = (
     "JOBSERVICE_ENV", "DATABASE_URL", "REDIS_URL", "LEADER_LEASE_SECONDS", "JOB_PACKAGES",
-    "RUN_RETENTION_DAYS", "DB_AUTO_UPGRADE", "LOG_LEVEL",
+    "RUN_RETENTION_DAYS", "DB_AUTO_UPGRADE", "LOG_LEVEL", "RQ_QUEUE_PREFIX",
 )  # fmt: skip
 REDIS_PORT_DEFAULT = 6379
 READY_TIMEOUT_S = 90.0
 FAR_FUTURE = "2099-01-01T00:00:00+00:00"
-KINDS = ("ours", "naive", "flock", "plain")
+KINDS = ("ours", "naive", "flock", "plain", "celery")
+#: jobservice's RQ worker, run from the repository root with the service's environment.
+RQ_WORKER = ("--app", "run", "jobservice", "worker")
+#: An RQ worker told to stop (SIGTERM) leaves RQ's registries itself; then it is killed.
+RQ_STOP_S = 5.0
 
 
 @dataclass
@@ -66,6 +77,8 @@ class Deployment:
         log_dir: Path,
         masters: int = 1,
         workers: int = 1,
+        rq_workers: int = 0,
+        celery_concurrency: int = 2,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
@@ -74,8 +87,15 @@ class Deployment:
         self.log_dir = log_dir
         self.ready_dir = log_dir / f"{name}.ready"
         self.n_masters, self.n_workers = masters, workers
+        self.n_rq_workers, self.celery_concurrency = rq_workers, celery_concurrency
+        #: Every Redis key of its RQ queues or of Celery contains this (the database's name).
+        self.redis_prefix = f"{make_url(store_url).database}_"
         self.masters: list[Master] = []
+        #: Processes without a gunicorn master: plain APScheduler's, or Celery's beat and worker.
         self.plain: list[subprocess.Popen[bytes]] = []
+        self.rq: list[subprocess.Popen[bytes]] = []
+        #: RQ's keys of our RQ workers, noted while they run (for the clean-up at the end).
+        self.rq_worker_keys: set[str] = set()
         self._kicks = 0
         self._starts = 0
         self._tables_made = False
@@ -85,18 +105,19 @@ class Deployment:
     def start_tables(self) -> None:
         """The tables, made before the processes start: a peer's job table (they would race
         to create it), and jobservice's schema with `flask db upgrade`, as its README deploys."""
-        if self._tables_made:
+        if self._tables_made or self.kind == "celery":
             return
         self._tables_made = True
         if self.kind != "ours":
             create_apscheduler_table(self.store_url)
             return
         log = self.log_dir / f"{self.name}-upgrade.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
             subprocess.run(
                 [str(BIN / "flask"), "--app", "run", "db", "upgrade"],
                 cwd=procs.ROOT,
-                env=self._env(),
+                env=self._tool_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 check=True,
@@ -105,10 +126,41 @@ class Deployment:
     def start(self) -> Deployment:
         self.ready_dir.mkdir(parents=True, exist_ok=True)
         self.start_tables()
-        for index in range(self.n_masters):
-            self.start_one(index)
+        if self.kind == "celery":
+            self._start_celery()
+        else:
+            for index in range(self.n_masters):
+                self.start_one(index)
+        for index in range(self.n_rq_workers):
+            self._start_rq_worker(index)
         self.wait_ready()
         return self
+
+    def _start_celery(self) -> None:
+        """Beat, then one worker (its pool's processes are its children)."""
+        for role in ("beat", "worker"):
+            argv = [sys.executable, "-m", "celery", "-A", "bench.peer_celery", role, "--loglevel", "WARNING"]
+            self.plain.append(procs.spawn(argv, self._env(), self.log_dir / f"{self.name}-{role}.log"))
+
+    def _start_rq_worker(self, index: int) -> None:
+        env = self._env()
+        # Its own metrics directory, as each master has (never the checkout's instance/).
+        metrics_dir = self.log_dir / f"{self.name}-rq-{index}.prometheus"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        argv = [str(BIN / "flask"), *RQ_WORKER]
+        self.rq.append(procs.spawn(argv, env, self.log_dir / f"{self.name}-rq-{index}.log"))
+
+    def has_rq_worker(self) -> bool:
+        """Whether this jobservice has the `flask jobservice worker` command (its RQ executor)."""
+        result = subprocess.run(
+            [str(BIN / "flask"), *RQ_WORKER, "--help"],
+            cwd=procs.ROOT,
+            env=self._tool_env(),
+            capture_output=True,
+            timeout=60,
+        )
+        return result.returncode == 0
 
     def start_one(self, index: int) -> None:
         """Start master (or plain process) number `index`."""
@@ -147,7 +199,21 @@ class Deployment:
             self.wait_ready()
 
     def stop(self) -> None:
+        self._stop_rq_workers()
         for proc in [m.proc for m in self.masters] + self.plain:
+            procs.kill_group(proc)
+
+    def _stop_rq_workers(self) -> None:
+        live = [p for p in self.rq if p.poll() is None]
+        for proc in live:
+            os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + RQ_STOP_S
+        for proc in live:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.rq:
             procs.kill_group(proc)
 
     def _env(self) -> dict[str, str]:
@@ -160,6 +226,9 @@ class Deployment:
             BENCH_STORE_URL=self.store_url,
             BENCH_PEER_MODE=self.kind,
             BENCH_FLOCK_PATH=str(self.log_dir / f"{self.name}.flock"),
+            BENCH_REDIS_URL=self.redis_url,
+            BENCH_REDIS_PREFIX=self.redis_prefix,
+            BENCH_CELERY_CONCURRENCY=str(self.celery_concurrency),
             **{FIRES_URL_ENV: self.fires_url},
         )
         if self.kind == "ours":
@@ -171,7 +240,17 @@ class Deployment:
                 SCHEDULER_API_TOKEN="",
                 LOG_LEVEL="warning",
             )
+        if self.kind == "ours" and self.n_rq_workers:
+            # RQ_QUEUE_PREFIX fills jobservice's JOBSERVICE_RQ_QUEUE_PREFIX.
+            env.update(SCHEDULER_EXECUTOR="rq", RQ_QUEUE_PREFIX=self.redis_prefix)
         return env
+
+    def _tool_env(self) -> dict[str, str]:
+        """For a one-off `flask` command: its metrics files go to the logs, never to the
+        checkout's instance/ (jobservice's default)."""
+        metrics_dir = self.log_dir / f"{self.name}-tools.prometheus"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        return {**self._env(), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
 
     # Readiness ------------------------------------------------------------------------
 
@@ -179,7 +258,7 @@ class Deployment:
         """Every master answers and every worker (or process) has finished starting."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for proc in [m.proc for m in self.masters] + self.plain:
+            for proc in [m.proc for m in self.masters] + self.plain + self.rq:
                 if proc.poll() is not None:
                     raise RuntimeError(
                         f"{self.name}: a process exited with {proc.returncode}\n{self.log_tail()}"
@@ -190,7 +269,9 @@ class Deployment:
         raise RuntimeError(f"{self.name}: not ready after {timeout_s:.0f}s\n{self.log_tail()}")
 
     def _ready(self) -> bool:
-        if self.kind == "plain":
+        if self.rq and self._rq_workers_ready() < len(self.rq):
+            return False
+        if self.kind in ("plain", "celery"):
             return all((self.ready_dir / str(p.pid)).exists() for p in self.plain)
         for master in self.masters:
             if master.proc.poll() is not None:
@@ -211,6 +292,20 @@ class Deployment:
             # The elector's lease connection to Redis opens when the worker joins the election.
             return self.redis_port in procs.remote_ports(pid)
         return (self.ready_dir / str(pid)).exists()
+
+    def _rq_workers_ready(self) -> int:
+        """RQ workers registered on one of our queues (an RQ worker registers when it starts).
+
+        Read only: RQ's own `Worker.all()` would also prune other users' stale entries."""
+        connection = Redis.from_url(self.redis_url)
+        try:
+            match = WORKERS_BY_QUEUE_KEY % f"{self.redis_prefix}*"
+            keys = {k.decode() for q in connection.scan_iter(match=match) for k in connection.smembers(q)}
+            live = {key for key in keys if connection.exists(key)}
+        finally:
+            connection.close()
+        self.rq_worker_keys |= live
+        return len(live)
 
     @property
     def redis_port(self) -> int:
@@ -269,10 +364,16 @@ class Deployment:
         return next((m for m in self.masters if m.pid == parent), None)
 
     def processes(self) -> list[int]:
-        """Worker pids (gunicorn) or process pids (plain)."""
-        if self.kind == "plain":
+        """Worker pids (gunicorn) or process pids (plain; Celery's beat and worker)."""
+        if self.kind in ("plain", "celery"):
             return [p.pid for p in self.plain if p.poll() is None]
         return [pid for m in self.live_masters() for pid in m.worker_pids()]
+
+    def job_processes(self) -> list[int]:
+        """Processes that run the jobs apart from the schedulers: RQ workers, Celery's pool."""
+        if self.kind == "celery":
+            return [child for p in self.plain if p.poll() is None for child in procs.children(p.pid)]
+        return [p.pid for p in self.rq if p.poll() is None]
 
     def count_in_logs(self, needle: str) -> int:
         return sum(

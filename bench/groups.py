@@ -10,10 +10,12 @@ from typing import Any
 
 from .api import a1_listing, a2_writes
 from .cluster import run_cluster
+from .heavy import s6_heavy
 from .plan import Context
 from .service import memory, s3_burst, s4_steady
 
 Results = dict[str, dict[str, dict[str, Any]]]
+NO_RQ = "n/a (no RQ executor)"
 
 
 def cluster_group(kind: str) -> Callable[[Context], Results]:
@@ -95,6 +97,26 @@ def api_naive(ctx: Context) -> Results:
     return out
 
 
+def heavy_group(kind: str, row: str) -> Callable[[Context], Results]:
+    """S6 on a deployment of its own; row "thread" (jobservice's thread executor, plain
+    APScheduler) or "rq" (jobservice's RQ executor and its workers, Celery)."""
+
+    def run(ctx: Context) -> Results:
+        rq_workers = ctx.plan.s6_job_workers if kind == "ours" and row == "rq" else 0
+        workers = ctx.plan.service_workers if kind == "ours" else 1
+        d = ctx.deployment(kind, f"heavy-{kind}-{row}", 1, workers, rq_workers)
+        d.start_tables()
+        if rq_workers and not d.has_rq_worker():
+            return {f"S6-{row}": {kind: {"not_applicable": NO_RQ}}}
+        d.start()
+        try:
+            return {f"S6-{row}": {kind: s6_heavy(ctx, d, row)}}
+        finally:
+            d.stop()
+
+    return run
+
+
 def groups(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[Context], Results]]]:
     """(name, scenarios it serves, function), in the order they run."""
     naive_one: tuple[str, ...] = ("M1", "S4") if "naive" in ctx.plan.s4_peers else ("M1",)
@@ -107,4 +129,8 @@ def groups(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[Context],
         ("service APScheduler", ("S3", "S4") if "plain" in ctx.plan.s4_peers else ("S3",), service_plain),
         ("service FAS naive, 1 worker", naive_one, service_naive_one),
         ("API FAS naive, 4 workers", ("A1", "A2"), api_naive),
+        ("heavy jobservice, thread executor", ("S6",), heavy_group("ours", "thread")),
+        ("heavy jobservice, RQ executor", ("S6",), heavy_group("ours", "rq")),
+        ("heavy APScheduler", ("S6",), heavy_group("plain", "thread")),
+        ("heavy Celery", ("S6",), heavy_group("celery", "rq")),
     ]

@@ -12,7 +12,7 @@ from .procs import ROOT
 from .report import source_digest
 from .store import Databases
 
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "A1", "A2", "M1")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "A1", "A2", "M1", "S6")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,10 @@ class Plan:
     a1_full_timeout_s: float
     a2_s: float
     a2_clients: int
+    s6_jobs: int
+    s6_lead_s: float
+    s6_burn_ms: float = 50.0  # CPU each S6 job burns
+    s6_job_workers: int = 2  # RQ workers of jobservice; Celery's prefork concurrency
     cluster_workers: int = 3
     service_workers: int = 4
 
@@ -56,6 +60,8 @@ FULL = Plan(
     a1_full_timeout_s=120.0,
     a2_s=30.0,
     a2_clients=8,
+    s6_jobs=200,
+    s6_lead_s=4.0,
 )
 
 QUICK = Plan(
@@ -75,6 +81,8 @@ QUICK = Plan(
     a1_full_timeout_s=60.0,
     a2_s=4.0,
     a2_clients=8,
+    s6_jobs=60,
+    s6_lead_s=2.0,
 )
 
 
@@ -97,7 +105,9 @@ class Context:
     def wants(self, *scenarios: str) -> bool:
         return any(s in self.only for s in scenarios)
 
-    def deployment(self, kind: str, name: str, masters: int = 1, workers: int = 1) -> Deployment:
+    def deployment(
+        self, kind: str, name: str, masters: int = 1, workers: int = 1, rq_workers: int = 0
+    ) -> Deployment:
         """A new deployment on a database of its own (not started)."""
         url = self.dbs.create(f"_{len(self.deployments) + 1}")
         deployment = Deployment(
@@ -109,6 +119,8 @@ class Context:
             log_dir=self.log_dir,
             masters=masters,
             workers=workers,
+            rq_workers=rq_workers,
+            celery_concurrency=self.plan.s6_job_workers,
         )
         self.deployments.append(deployment)
         self.code[name] = source_digest(ROOT)

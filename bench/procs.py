@@ -85,13 +85,16 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time a process has used so far."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float | None:
+    """User + system CPU time a process has used so far; with `reaped`, also that of its
+    children it has waited for (an RQ worker's work-horses, one forked per job)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    end = 15 if reaped else 13  # utime, stime, then cutime, cstime
+    ticks = sum(int(f) for f in fields[11:end])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def remote_ports(pid: int) -> set[int]:

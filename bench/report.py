@@ -17,7 +17,10 @@ PEERS = {
     "plain": "APScheduler",
     "naive": "FAS naive",
     "flock": "FAS flock",
+    "celery": "Celery",
 }
+#: Scenarios with variants of jobservice besides sizes (S6-thread, S6-rq), in this order.
+VARIANTS = {"thread": "thread executor", "rq": "RQ executor"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,15 @@ FIGURES: dict[str, tuple[Figure, ...]] = {
     "M1": (
         Figure("start_mib", "worker RSS after start", "MiB"),
         Figure("after_s4_mib", "worker RSS after S4", "MiB"),
+    ),
+    "S6": (
+        Figure("makespan_s", "makespan (due -> last start)", "s"),
+        Figure("makespan_finish_s", "due -> last finish", "s"),
+        Figure("p50_late_ms", "p50 lateness", "ms"),
+        Figure("p99_late_ms", "p99 lateness", "ms"),
+        Figure("api_p99_leader_ms", "API p99 on the leader's worker", "ms"),
+        Figure("cpu_s", "CPU, schedulers + job workers", "s"),
+        Figure("dropped", "dropped"),
     ),
 }
 
@@ -124,6 +136,8 @@ def rows(results: Results) -> list[tuple[str, str, str, str, str, str]]:
 def _value(figures: dict[str, Any], key: str, unit: str) -> str:
     if not figures:
         return "-"
+    if figures.get("not_applicable"):
+        return str(figures["not_applicable"])
     if key in figures and figures[key] is None and key.endswith("next_fire_s"):
         note = figures.get(key.replace("next_fire_s", "note"))
         return note or f"none in {figures.get('observe_s', 0):g} s"
@@ -132,22 +146,25 @@ def _value(figures: dict[str, Any], key: str, unit: str) -> str:
 
 def _order(scenario: str) -> tuple[int, int]:
     head, _, size = scenario.partition("-")
-    order = ("S1", "S2", "S3", "S4", "S5", "A1", "A2", "M1")
-    return order.index(head), int(size or 0)
+    order = ("S1", "S2", "S3", "S4", "S5", "A1", "A2", "M1", "S6")
+    variant = list(VARIANTS).index(size) if size in VARIANTS else int(size or 0)
+    return order.index(head), variant
 
 
 def _scenario_label(scenario: str) -> str:
     head, _, size = scenario.partition("-")
+    if size in VARIANTS:
+        return f"{head} {VARIANTS[size]}"
     return f"{head} N={size}" if size else head
 
 
 HEADER = ("scenario", "figure", "ours", "theirs", "peer", "ours/theirs")
 
 
-def text_table(table: list[tuple[str, ...]]) -> str:
-    widths = [max(len(str(r[i])) for r in [HEADER, *table]) for i in range(len(HEADER))]
+def text_table(table: list[tuple[str, ...]], header: tuple[str, ...] = HEADER) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [line.format(*HEADER), line.format(*("-" * w for w in widths))]
+    out = [line.format(*header), line.format(*("-" * w for w in widths))]
     out += [line.format(*r) for r in table]
     return "\n".join(out)
 
@@ -156,6 +173,52 @@ def markdown_table(table: list[tuple[str, ...]], header: tuple[str, ...] = HEADE
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in table]
     return "\n".join(out)
+
+
+# S6, one row per system --------------------------------------------------------------------
+
+HEAVY_SYSTEMS = (
+    ("S6-thread", "ours", "jobservice, thread executor (20 threads)"),
+    ("S6-rq", "ours", "jobservice, RQ executor (2 RQ workers)"),
+    ("S6-thread", "plain", "APScheduler, ThreadPoolExecutor(20)"),
+    ("S6-rq", "celery", "Celery, prefork x2 (apply_async eta)"),
+)
+HEAVY_HEADER = (
+    "S6 system", "started/finished", "due->last start", "due->last finish", "p50 late", "p99 late",
+    "API p99 leader (n)", "CPU sched", "CPU job workers",
+)  # fmt: skip
+
+
+def heavy_rows(results: Results) -> list[tuple[str, ...]]:
+    """S6 as one row per system (the main table pairs them: threads, and worker processes)."""
+    out = []
+    for scenario, peer, label in HEAVY_SYSTEMS:
+        f = results.get(scenario, {}).get(peer)
+        if f is None:
+            continue
+        if f.get("not_applicable"):
+            out.append((label, str(f["not_applicable"]), *("" for _ in HEAVY_HEADER[2:])))
+            continue
+        out.append(
+            (
+                label,
+                f"{f['fired']}/{f['finished']} of {f['jobs']}",
+                fmt(f.get("makespan_s"), "s"),
+                fmt(f.get("makespan_finish_s"), "s"),
+                fmt(f.get("p50_late_ms"), "ms"),
+                fmt(f.get("p99_late_ms"), "ms"),
+                _api_cell(f),
+                fmt(f.get("sched_cpu_s"), "s"),
+                "in sched" if f.get("job_workers_cpu_s") is None else fmt(f["job_workers_cpu_s"], "s"),
+            )
+        )
+    return out
+
+
+def _api_cell(f: dict[str, Any]) -> str:
+    if isinstance(f.get("api_p99_leader_ms"), str):
+        return str(f["api_p99_leader_ms"])
+    return f"{fmt(f.get('api_p99_leader_ms'), 'ms')} ({f.get('api_leader_requests')})"
 
 
 # The machine and the files ------------------------------------------------------------------

@@ -24,6 +24,7 @@ from sqlalchemy import create_engine
 
 from . import procs, report, targets
 from .groups import Results, groups
+from .heavy import forget_redis_keys
 from .plan import FULL, QUICK, SCENARIOS, Context
 from .store import Databases, create_fires_table, scalar
 
@@ -36,8 +37,13 @@ Peers (theirs), all on the same MariaDB and Redis, with the same job body:
                 (S1/S2/S5: 2 masters x 3 workers; S4/M1: 1 worker; A1/A2: 4 workers).
   FAS flock   = the same, but only the worker that wins an fcntl lock at start-up starts its
                 scheduler (one lock file for the machine, tried once).
-jobservice: S1/S2/S5 on 2 masters x 3 workers; S3/S4/M1/A1/A2 on 1 master x 4 workers.
-A1 theirs: Flask-APScheduler has no paging, so its only listing is the whole list."""
+  Celery      = Celery 5 beat (celery-redbeat, lock timeout 5 s, max loop interval 1 s) + one
+                worker (prefork, concurrency 2); S6's jobs are sent with apply_async(eta=due).
+jobservice: S1/S2/S5 on 2 masters x 3 workers; S3/S4/M1/A1/A2/S6 on 1 master x 4 workers.
+A1 theirs: Flask-APScheduler has no paging, so its only listing is the whole list.
+S6: thread executor against APScheduler's thread pool (misfire_grace_time None), RQ executor
+(2 RQ workers) against Celery; API p99 of one client GETting /health on the leader's worker
+during the burst (the other 3 workers are kept busy with idle connections)."""
 
 
 def log(began: float, message: str) -> None:
@@ -46,7 +52,7 @@ def log(began: float, message: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (about 2 min)")
     parser.add_argument("--only", default="", help=f"comma-separated scenarios among {','.join(SCENARIOS)}")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the jobservice leader during S3 and S4"
@@ -173,6 +179,9 @@ def render(
     if profiled:
         lines += ["", "NOTE: py-spy sampled the jobservice leader during S3 and S4 in this run."]
     lines += ["", "```", report.text_table(report.rows(results)), "```", "", LEGEND, ""]
+    heavy = report.heavy_rows(results)
+    if heavy:
+        lines += ["```", report.text_table(heavy, report.HEAVY_HEADER), "```", ""]
     met = targets.targets(results)
     if met:
         lines += [
@@ -197,8 +206,14 @@ def render(
 
 
 def _forget_redis_keys(ctx: Context, client: redis.Redis) -> None:
-    """Delete the Redis keys jobservice made for our databases (it namespaces them per database)."""
+    """Delete the Redis keys jobservice made for our databases (it namespaces them per database),
+    and those of our RQ queues and Celery (their names contain the deployment's prefix)."""
     for d in ctx.deployments:
+        if d.kind == "celery" or d.n_rq_workers:
+            try:
+                forget_redis_keys(client, d.redis_prefix, d.rq_worker_keys)
+            except Exception as exc:  # noqa: BLE001 (clean-up is best effort)
+                print(f"warning: could not clean RQ/Celery keys of {d.name}: {exc}", file=sys.stderr)
         if d.kind != "ours":
             continue
         try:

@@ -37,6 +37,7 @@ CREATE TABLE bench_fires (
     sched DOUBLE NULL,
     sched_src CHAR(1) NOT NULL,
     started DOUBLE NOT NULL,
+    finished DOUBLE NULL,
     pid INT NOT NULL,
     KEY ix_bench_fires_tag (tag)
 ) ENGINE=InnoDB
@@ -45,12 +46,13 @@ CREATE TABLE bench_fires (
 
 @dataclass(frozen=True)
 class Fire:
-    """One recorded fire; times are epoch seconds."""
+    """One recorded fire; times are epoch seconds (`finished` only for jobs that record it)."""
 
     job_id: str
     sched: float | None
     started: float
     pid: int
+    finished: float | None = None
 
 
 class Databases:
@@ -117,7 +119,9 @@ def create_apscheduler_table(url: str) -> None:
 
 
 def read_fires(engine: Engine, tag: str) -> list[Fire]:
-    query = text("SELECT job_id, sched, started, pid FROM bench_fires WHERE tag = :tag ORDER BY started")
+    query = text(
+        "SELECT job_id, sched, started, pid, finished FROM bench_fires WHERE tag = :tag ORDER BY started"
+    )
     with engine.connect() as conn:
         return [Fire(*row) for row in conn.execute(query, {"tag": tag})]
 
@@ -127,6 +131,14 @@ def count_fires(engine: Engine, tag: str) -> int:
         return int(
             conn.execute(text("SELECT COUNT(*) FROM bench_fires WHERE tag = :t"), {"t": tag}).scalar_one()
         )
+
+
+def count_progress(engine: Engine, tag: str) -> tuple[int, int]:
+    """(fires started, fires finished) of a tag, for jobs that record their finish."""
+    query = text("SELECT COUNT(*), COUNT(finished) FROM bench_fires WHERE tag = :t")
+    with engine.connect() as conn:
+        started, finished = conn.execute(query, {"t": tag}).one()
+    return int(started), int(finished)
 
 
 def date_trigger(at: float) -> DateTrigger:
@@ -142,13 +154,21 @@ def interval_trigger(start: float, every_s: float, end: float | None = None) -> 
     )
 
 
-def job_row(job_id: str, trigger: BaseTrigger, first: float, args: Sequence[Any], grace_s: int) -> tuple:
-    """(id, next_run_time, job_state) for a job of JOB_FUNC first due at `first`."""
+def job_row(
+    job_id: str,
+    trigger: BaseTrigger,
+    first: float,
+    args: Sequence[Any],
+    grace_s: int | None,
+    func: str = JOB_FUNC,
+) -> tuple:
+    """(id, next_run_time, job_state) for a job of `func` first due at `first`
+    (grace None: no misfire limit)."""
     next_run = datetime.fromtimestamp(first, UTC).astimezone(UTC_ZONE)
     state = {
         "version": 1,
         "id": job_id,
-        "func": JOB_FUNC,
+        "func": func,
         "trigger": trigger,
         "executor": "default",
         "args": tuple(args),
