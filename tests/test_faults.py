@@ -392,3 +392,39 @@ def test_a_run_outlasting_the_graceful_timeout_is_closed_failed(cluster: Cluster
     assert row.status == "failed" and f"worker {run.worker} stopped" in row.error
     assert after_s <= 10 + DEAD_RUN_BOUND_S
     assert [f.note for f in cluster.fires("long")] == ["start"]
+
+
+def test_a_sigterm_leader_finishing_a_run_and_its_successor_never_overlap(cluster: Cluster) -> None:
+    """max_instances holds across processes: while the old leader (SIGTERM, graceful stop)
+    finishes a run, the new leader skips the job's fires instead of starting a second one."""
+    cluster.host(), cluster.host()
+    leading_host, _pid = cluster.leader()
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    body = {"id": "wide", "func": "tests.jobfuncs:slow_probe", "args": [4], "trigger": "interval",
+            "seconds": 1, "start_date": start.isoformat(), "max_instances": 1}  # fmt: skip
+    assert leading_host.post("/scheduler/jobs", body)[0] == 200
+    wait_for(lambda: cluster.fires("wide"), timeout_s=10)
+    leading_host.signal(signal.SIGTERM)  # its worker finishes the 4 s run, then exits
+    time.sleep(9)
+    fires = cluster.fires("wide")
+    spans = []
+    for f in fires:
+        if f.note == "start":
+            end = next(
+                (e for e in fires if e.note == "end" and e.pid == f.pid and e.started_at >= f.started_at),
+                None,
+            )
+            spans.append((f.started_at, end.started_at if end else datetime.max.replace(tzinfo=UTC)))
+    spans.sort()
+    overlaps = sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
+    with cluster.engine.connect() as conn:
+        skipped = (
+            conn.execute(select(JobRun.error).where(JobRun.job_id == "wide", JobRun.status == "skipped"))
+            .scalars()
+            .all()
+        )
+    report("SIGTERM'd leader finishing a run vs its successor", runs=len(spans), overlaps=overlaps,
+           skipped=len(skipped), pids=len({f.pid for f in fires}))  # fmt: skip
+    assert len({f.pid for f in fires}) >= 2  # the successor ran it too, afterwards
+    assert overlaps == 0
+    assert any("already running in the cluster" in (e or "") for e in skipped)
