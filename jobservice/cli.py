@@ -236,6 +236,7 @@ def runs_command(job_id: str | None, status: str | None, limit: int, as_json: bo
                     r["id"],
                     r["job_id"],
                     r["trigger"],
+                    r["attempt"],
                     r["status"],
                     r["scheduled_at"].isoformat(),
                     r["duration_ms"],
@@ -245,7 +246,7 @@ def runs_command(job_id: str | None, status: str | None, limit: int, as_json: bo
                 ]
                 for r in rows
             ],  # fmt: skip
-            ["RUN", "JOB", "TRIGGER", "STATUS", "SCHEDULED", "MS", "WORKER", "FENCE", "ERROR"],
+            ["RUN", "JOB", "TRIGGER", "TRY", "STATUS", "SCHEDULED", "MS", "WORKER", "FENCE", "ERROR"],
         )
 
     output(items, as_json, table)
