@@ -108,7 +108,9 @@ def test_the_rq_executor_without_rq_installed_says_what_to_install(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rq" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "rq" else real(name, *a)
+    )
     with pytest.raises(ConfigError, match=r"needs the rq package: pip install 'jobservice\[rq\]'"):
         make_app(SCHEDULER_EXECUTOR="rq", JOBSERVICE_REDIS_URL="redis://127.0.0.1:6379/0")
 
