@@ -293,24 +293,33 @@ def test_max_instances_holds_across_two_workers(rq_cluster: RQCluster) -> None:
     assert skipped and "already running in the cluster" in skipped[0].error
 
 
-def test_health_metrics_and_scheduler_show_workers_and_queues(rq_cluster: RQCluster) -> None:
+def test_queues_route_jobs_and_health_metrics_and_scheduler_show_them(rq_cluster: RQCluster) -> None:
     host = rq_cluster.host(workers=1)
     status = rq_cluster.rq_status(host)
     assert status == {"workers": 0, "queues": {"default": 0}}
     health = host.get("/health")[1]
     assert health["executor"] == "rq" and any("no RQ worker" in r for r in health["reasons"])
     rq_cluster.post_job(host, id="waiting", func="tests.jobfuncs:record", trigger="date", run_date=at(0.5))
-    wait_for(lambda: rq_cluster.rq_status(host)["queues"]["default"] == 1, timeout_s=10)  # waits in RQ
-    rq_cluster.worker("default", "heavy")
+    rq_cluster.post_job(
+        host, id="big", func="tests.jobfuncs:record", trigger="date", run_date=at(0.5), queue="heavy"
+    )
+    queued = {"default": 1, "heavy": 1}
+    wait_for(lambda: rq_cluster.rq_status(host)["queues"] == queued, timeout_s=10)  # waiting in RQ
+    rq_cluster.worker("default")
     wait_for(lambda: [r.status for r in rq_cluster.runs("waiting")] == ["succeeded"], timeout_s=20)
+    time.sleep(1)
+    assert rq_cluster.rq_status(host) == {"workers": 1, "queues": {"default": 0, "heavy": 1}}
+    assert [r.started_at for r in rq_cluster.runs("big")] == [None]  # only a heavy worker takes it
+    rq_cluster.worker("heavy")
+    wait_for(lambda: [r.status for r in rq_cluster.runs("big")] == ["succeeded"], timeout_s=20)
     status = rq_cluster.rq_status(host)
-    assert status == {"workers": 1, "queues": {"default": 0, "heavy": 0}}
+    assert status == {"workers": 2, "queues": {"default": 0, "heavy": 0}}
     rq_cluster.post_job(host, id="bad", func="tests.jobfuncs:fail", trigger="date", run_date=at(0.5))
     wait_for(lambda: [r.status for r in rq_cluster.runs("bad")] == ["failed"], timeout_s=20)
     text = host.get_text("/metrics")
-    assert 'jobservice_rq_runs_total{status="succeeded"} 1.0' in text
+    assert 'jobservice_rq_runs_total{status="succeeded"} 2.0' in text
     assert 'jobservice_rq_runs_total{status="failed"} 1.0' in text
-    assert "jobservice_rq_workers 1.0" in text
+    assert "jobservice_rq_workers 2.0" in text
 
 
 def test_sigterm_lets_the_worker_finish_its_run(rq_cluster: RQCluster) -> None:
