@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,33 @@ from tests.netproxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+
+def overlaps(fires: list[Any]) -> tuple[int, int]:
+    """(runs, overlapping pairs) of one job, from its `start` and `end` rows in `test_fires`:
+    a run is its start to the next end its process wrote (no end yet: still going)."""
+    spans = []
+    for fire in fires:
+        if fire.note == "start":
+            end = next(
+                (
+                    e
+                    for e in fires
+                    if e.note == "end" and e.pid == fire.pid and e.started_at >= fire.started_at
+                ),
+                None,
+            )
+            spans.append((fire.started_at, end.started_at if end else datetime.max.replace(tzinfo=UTC)))
+    spans.sort()
+    return len(spans), sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
+
+
+def children_of(pid: int) -> list[int]:
+    """A process's direct children, from /proc."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
 
 
 def free_port() -> int:
@@ -125,12 +153,8 @@ class Server:
         raise AssertionError(f"{self.name} not ready after {timeout_s}s:\n{self.log()}")
 
     def children(self) -> list[int]:
-        """Direct children (gunicorn's workers); from /proc, by parent pid."""
-        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        try:
-            return [int(pid) for pid in path.read_text().split()]
-        except FileNotFoundError:
-            return []
+        """Direct children (gunicorn's workers, an RQ worker's work-horse)."""
+        return children_of(self.pid)
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None

@@ -28,7 +28,7 @@ import pytest
 from sqlalchemy import select
 
 from jobservice.models import ClusterState, JobRun, jobs_table
-from tests.cluster import Cluster, PrivateMariaDB, Server
+from tests.cluster import Cluster, PrivateMariaDB, Server, overlaps
 from tests.conftest import drop_mariadb_database, new_mariadb_database, wait_for
 
 pytestmark = pytest.mark.processes
@@ -407,24 +407,15 @@ def test_a_sigterm_leader_finishing_a_run_and_its_successor_never_overlap(cluste
     leading_host.signal(signal.SIGTERM)  # its worker finishes the 4 s run, then exits
     time.sleep(9)
     fires = cluster.fires("wide")
-    spans = []
-    for f in fires:
-        if f.note == "start":
-            end = next(
-                (e for e in fires if e.note == "end" and e.pid == f.pid and e.started_at >= f.started_at),
-                None,
-            )
-            spans.append((f.started_at, end.started_at if end else datetime.max.replace(tzinfo=UTC)))
-    spans.sort()
-    overlaps = sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
+    count, overlapping = overlaps(fires)
     with cluster.engine.connect() as conn:
         skipped = (
             conn.execute(select(JobRun.error).where(JobRun.job_id == "wide", JobRun.status == "skipped"))
             .scalars()
             .all()
         )
-    report("SIGTERM'd leader finishing a run vs its successor", runs=len(spans), overlaps=overlaps,
+    report("SIGTERM'd leader finishing a run vs its successor", runs=count, overlaps=overlapping,
            skipped=len(skipped), pids=len({f.pid for f in fires}))  # fmt: skip
     assert len({f.pid for f in fires}) >= 2  # the successor ran it too, afterwards
-    assert overlaps == 0
+    assert overlapping == 0
     assert any("already running in the cluster" in (e or "") for e in skipped)

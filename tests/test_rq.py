@@ -20,7 +20,7 @@ from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
 from jobservice.models import JobRun
-from tests.cluster import BIN, Cluster, Server, server_env
+from tests.cluster import BIN, Cluster, Server, overlaps, server_env
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.processes
@@ -139,7 +139,7 @@ def test_two_hosts_and_two_workers_run_each_fire_once_through_kills(rq_cluster: 
         fires = rq_cluster.fires("tick")
         ended = {(f.scheduled_at, f.pid) for f in fires if f.note == "end"}
         for f in reversed(fires):
-            if f.note == "start" and (f.scheduled_at, f.pid) not in ended and f.pid in _children(target.pid):
+            if f.note == "start" and (f.scheduled_at, f.pid) not in ended and f.pid in target.children():
                 return f.pid
         return None
 
@@ -162,13 +162,6 @@ def test_two_hosts_and_two_workers_run_each_fire_once_through_kills(rq_cluster: 
     assert any(r.status == "failed" and "stopped: no heartbeat" in (r.error or "") for r in runs)
     assert not [r for r in runs if r.status in ("running", "overrunning") and r.started_at is not None
                 and (datetime.now(UTC) - r.started_at.replace(tzinfo=UTC)).total_seconds() > 5]  # fmt: skip
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
 
 
 def test_a_run_past_its_timeout_is_stopped_and_the_next_fire_runs(rq_cluster: RQCluster) -> None:
@@ -275,21 +268,12 @@ def test_max_instances_holds_across_two_workers(rq_cluster: RQCluster) -> None:
     )  # fmt: skip
     time.sleep(12)
     fires = rq_cluster.fires("wide")
-    spans = []
-    for f in fires:
-        if f.note == "start":
-            end = next(
-                (e for e in fires if e.note == "end" and e.pid == f.pid and e.started_at >= f.started_at),
-                None,
-            )
-            spans.append((f.started_at, end.started_at if end else datetime.max))
-    spans.sort()
-    overlaps = sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
+    count, overlapping = overlaps(fires)
     runs = rq_cluster.runs("wide")
     skipped = [r for r in runs if r.status == "skipped"]
-    report("rq: max_instances=1, 2.5 s job every 1 s, 2 workers", runs=len(spans), overlaps=overlaps,
+    report("rq: max_instances=1, 2.5 s job every 1 s, 2 workers", runs=count, overlaps=overlapping,
            skipped=len(skipped))  # fmt: skip
-    assert len(spans) >= 3 and overlaps == 0
+    assert count >= 3 and overlapping == 0
     assert skipped and "already running in the cluster" in skipped[0].error
 
 
