@@ -46,9 +46,10 @@ def test_runs_are_listed_newest_first_with_every_field(app: Flask, client: Flask
     assert [run["status"] for run in runs] == ["missed", "failed", "succeeded"]
     failed = runs[1]
     assert set(failed) == {
-        "id", "job_id", "trigger", "status", "scheduled_at", "started_at", "finished_at",
-        "duration_ms", "error", "worker", "fence", "prevented",
+        "id", "job_id", "trigger", "attempt", "status", "scheduled_at", "not_before", "started_at",
+        "finished_at", "duration_ms", "error", "worker", "fence", "prevented",
     }  # fmt: skip
+    assert (failed["attempt"], failed["not_before"]) == (1, None)
     assert failed["duration_ms"] == 250.0 and failed["error"] == "RuntimeError: boom"
     assert failed["scheduled_at"] == "2026-11-20T12:01:00+00:00"
     assert (failed["worker"], failed["fence"], failed["trigger"]) == ("host:1", 3, "scheduled")
