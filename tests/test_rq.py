@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 import redis
+from rq import Queue
 from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
 from jobservice.models import JobRun
+from jobservice.rqexec import PERFORM
 from tests.cluster import BIN, Cluster, Server, overlaps, server_env
 from tests.conftest import wait_for
 
@@ -320,3 +322,21 @@ def test_sigterm_lets_the_worker_finish_its_run(rq_cluster: RQCluster) -> None:
     (run,) = rq_cluster.runs("finish")
     assert run.status == "succeeded"
     assert [f.note for f in rq_cluster.fires("finish")] == ["start", "end"]
+
+
+def test_a_message_delivered_twice_or_of_a_replaced_claim_starts_nothing(rq_cluster: RQCluster) -> None:
+    host = rq_cluster.host(workers=1)
+    rq_cluster.worker()
+    rq_cluster.wait_workers(host, 1)
+    rq_cluster.post_job(host, id="once", func="tests.jobfuncs:record", trigger="date", run_date=at(0.5))
+    wait_for(lambda: [r.status for r in rq_cluster.runs("once")] == ["succeeded"], timeout_s=20)
+    (run,) = rq_cluster.runs("once")
+    queue = Queue(rq_cluster.env["RQ_QUEUE_PREFIX"] + "default", connection=rq_cluster.redis())
+    again = queue.enqueue_call(
+        PERFORM, args=(run.id, run.claim), job_id=f"again-{run.id}"
+    )  # RQ delivers twice
+    stale = queue.enqueue_call(PERFORM, args=(run.id, "0" * 16), job_id=f"stale-{run.id}")  # a replaced claim
+    for job in (again, stale):
+        wait_for(lambda job=job: job.get_status(refresh=True) == "finished", timeout_s=20)
+        assert job.return_value().startswith("not started")
+    assert len(rq_cluster.fires("once")) == 1 and len(rq_cluster.runs("once")) == 1
