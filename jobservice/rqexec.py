@@ -1,10 +1,11 @@
 """The RQ executor (SCHEDULER_EXECUTOR=rq): the leader claims, RQ workers on any host run.
 
 The leader decides and claims every fire time exactly as with threads, then enqueues the
-claimed run to RQ instead of starting it. The RQ job only names the run (its row and claim
-token) under a job id derived from both, so a message delivered twice, or re-enqueued
-after a failover (the new leader's adoption gives the run a new token), starts at most
-once: the work-horse starts it through the same compare-and-set (see `rqworker`).
+claimed run to RQ instead of starting it. The RQ job names the run (its row and claim
+token) and carries the job's definition as fired, under a job id derived from the run,
+so a message delivered twice, or re-enqueued after a failover (the new leader's adoption
+gives the run a new token), starts at most once: the work-horse starts it through the
+same compare-and-set (see `rqworker`).
 
 rq is imported only by deployments that use it.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -88,7 +90,9 @@ class RQExecutor(BaseExecutor):
         try:
             self.queue(options["queue"]).enqueue_call(
                 PERFORM,
-                args=(claim.run_id, claim.token),
+                # The definition fired, as the thread pool would run it: the store may have
+                # deleted the job by the time a worker takes the run (its last fire was claimed).
+                args=(claim.run_id, claim.token, _definition(job)),
                 job_id=rq_job_id(claim),
                 timeout=-1 if timeout is None else math.ceil(timeout) + RQ_TIMEOUT_MARGIN_S,
                 result_ttl=RESULT_TTL_S,
@@ -127,6 +131,12 @@ class RQExecutor(BaseExecutor):
                     self._enqueued.pop(key, None)
             entries = {key: value for key, value in entries.items() if key not in gone}
         return frozenset(entries)
+
+
+def _definition(job: Job) -> bytes:
+    """The job's pickled state, as read from the store (or pickled now)."""
+    stored = getattr(job, "stored_state", None)
+    return stored if stored is not None else pickle.dumps(job.__getstate__(), pickle.HIGHEST_PROTOCOL)
 
 
 def _statuses(connection: redis.Redis, job_ids: list[str]) -> dict[str, str | None]:

@@ -4,6 +4,8 @@ A worker loads the user's app (so runs get *its* context and config) and never j
 leader election. Each RQ job names one claimed run; its work-horse:
 
 * dies with its worker (a killed worker must not leave a run going that nobody beats for);
+* runs the job as the leader fired it (its definition travels in the RQ job: the store
+  deletes a job once its last fire is claimed, maybe before a worker takes the earlier ones);
 * starts the run only through the start compare-and-set on its claim token, within the
   job's max_instances across the cluster (counted under a lock on the job's row, since
   several workers start runs at once): a message delivered twice, or one whose claim a
@@ -81,11 +83,12 @@ class HorseDiesWithWorker(Worker):
         super().main_work_horse(job, queue)
 
 
-def perform(run_id: int, token: str) -> str:
-    """The RQ job: start and run one claimed run, in the app's context. Returns what it did."""
+def perform(run_id: int, token: str, definition: bytes | None = None) -> str:
+    """The RQ job: start and run one claimed run, in the app's context; `definition` is the
+    job as the leader fired it (pickled). Returns what it did."""
     if _app is None:
         raise RuntimeError("jobservice's RQ jobs run under `flask jobservice worker`, which loads the app")
-    return HorseRun(_app.extensions[EXTENSION]).perform(run_id, token)
+    return HorseRun(_app.extensions[EXTENSION]).perform(run_id, token, definition)
 
 
 class HorseRun:
@@ -109,11 +112,14 @@ class HorseRun:
             runtime.settings.retry_max_delay_s,
         )
 
-    def perform(self, run_id: int, token: str) -> str:
+    def perform(self, run_id: int, token: str, definition: bytes | None) -> str:
         claim = _claim(self.runtime, run_id, token)
         if claim is None:
             return "not started: the claim was taken over, or the run already started"
-        job = self.runtime.store.lookup_job(claim.key.job_id)
+        store = self.runtime.store
+        job = None if definition is None else store.restore_saved(claim.key.job_id, definition)
+        if job is None:
+            job = store.lookup_job(claim.key.job_id)
         if job is None:
             saved = self.runtime.ledger.saved_jobs([run_id]).get(run_id)
             job = None if saved is None else self.runtime.store.restore_saved(claim.key.job_id, saved)

@@ -340,3 +340,19 @@ def test_a_message_delivered_twice_or_of_a_replaced_claim_starts_nothing(rq_clus
         wait_for(lambda job=job: job.get_status(refresh=True) == "finished", timeout_s=20)
         assert job.return_value().startswith("not started")
     assert len(rq_cluster.fires("once")) == 1 and len(rq_cluster.runs("once")) == 1
+
+
+def test_runs_queued_before_the_jobs_last_fire_was_claimed_still_run(rq_cluster: RQCluster) -> None:
+    """The store deletes a job when its last fire is claimed; its earlier runs may still be
+    waiting in RQ: they run with the definition the leader fired, none is missed."""
+    host = rq_cluster.host(workers=1)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    rq_cluster.post_job(
+        host, id="ending", func="tests.jobfuncs:record", trigger="interval", seconds=1,
+        start_date=start.isoformat(), end_date=(start + timedelta(seconds=3)).isoformat(),
+    )  # fmt: skip
+    wait_for(lambda: host.get("/scheduler/jobs/ending")[0] == 404, timeout_s=15)  # last fire claimed
+    assert len(rq_cluster.runs("ending")) == 4 and rq_cluster.fires("ending") == []  # all queued
+    rq_cluster.worker()
+    wait_for(lambda: [r.status for r in rq_cluster.runs("ending")] == ["succeeded"] * 4, timeout_s=20)
+    assert len(rq_cluster.fires("ending")) == 4
