@@ -17,8 +17,9 @@ from typing import Any
 
 from . import procs
 from .costs import Costs
-from .deploy import Deployment
+from .deploy import OURS_RQ, Deployment
 from .plan import Context
+from .rqworkers import NO_RQ
 from .stats import duplicates, first_fires, in_window, largest_gap_s, lateness_figures
 from .store import (
     APSCHEDULER_GRACE_S,
@@ -35,7 +36,8 @@ TICK_JOB = "tick"
 STRIKE_LEAD_S = 0.1
 #: Before S5: let restarted workers settle, as they would have in a service that has been up.
 WARM_UP_S = 1.0
-#: S5 counts what fired this long after the last job was due.
+#: S5 counts what fired this long after the last job was due (with RQ workers, also what they
+#: ran from their queues until these were empty, at most the plan's late_wait_s more).
 S5_DRAIN_S = 1.5
 THREAD_DIED = "Exception in thread APScheduler"
 #: How long S2 waits for /health to name a leader before striking nobody.
@@ -46,11 +48,21 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
-def run_cluster(ctx: Context, kind: str) -> dict[str, dict[str, Any]]:
-    """Start the deployment, run the selected scenarios of S1, S5, S2, stop it."""
+def run_cluster(ctx: Context, kind: str, rq_workers: int = 0) -> dict[str, dict[str, Any]]:
+    """Start the deployment, run the selected scenarios of S1, S5, S2, stop it.
+
+    With `rq_workers` (jobservice only) it runs its RQ executor, with that many RQ workers
+    beside the two masters; S2 strikes the same processes (the RQ workers keep running).
+    """
     plain = kind == "plain"
-    d = ctx.deployment(kind, f"cluster-{kind}", masters=2, workers=1 if plain else ctx.plan.cluster_workers)
-    tick_tag = f"tick:{kind}"
+    workers = 1 if plain else ctx.plan.cluster_workers
+    variant = OURS_RQ if kind == "ours" and rq_workers else kind
+    d = ctx.deployment(kind, f"cluster-{variant}", masters=2, workers=workers, rq_workers=rq_workers)
+    if rq_workers:
+        d.start_tables()
+        if not ctx.has_rq(d):
+            return {s: {"not_applicable": NO_RQ} for s in ("S1", "S2", "S5") if ctx.wants(s)}
+    tick_tag = f"tick:{variant}"
     start = math.ceil(time.time()) + 1
     if kind != "ours":
         d.start_tables()
@@ -80,7 +92,7 @@ def run_cluster(ctx: Context, kind: str) -> dict[str, dict[str, Any]]:
         if ctx.wants("S5") and not plain:
             d.restart_stopped()  # S2 stopped a master: S5 posts across both again
             time.sleep(WARM_UP_S)
-            results["S5"] = s5_propagation(ctx, d, f"S5:{kind}") | _deaths(d)
+            results["S5"] = s5_propagation(ctx, d, f"S5:{variant}") | _deaths(d)
     finally:
         d.stop()
     return results
@@ -111,7 +123,7 @@ def s5_propagation(ctx: Context, d: Deployment, tag: str) -> dict[str, Any]:
     """Post date jobs to random masters, each due 1 s after its POST; count what fired."""
     n, statuses = ctx.plan.s5_jobs, []
     last_due = time.time()
-    costs = Costs(ctx.dbs, d.processes())
+    costs = Costs(ctx.dbs, d.processes(), d.job_processes())
     for i in range(n):
         job_id = f"s5-{i}"
         due = time.time() + 1.0
@@ -128,6 +140,7 @@ def s5_propagation(ctx: Context, d: Deployment, tag: str) -> dict[str, Any]:
             statuses.append(0)
         last_due = due
     procs.sleep_until(last_due + S5_DRAIN_S)
+    rq_waited = d.drain_rq(ctx.plan.late_wait_s) if d.rq else None
     cost = costs.done(n, "job")
     fires = read_fires(ctx.fires, tag)
     first = first_fires(fires)
@@ -139,6 +152,7 @@ def s5_propagation(ctx: Context, d: Deployment, tag: str) -> dict[str, Any]:
         "never_fired": n - len(first),
         **lateness_figures(first),
         **cost,
+        **({} if rq_waited is None else {"rq_waited_after_drain_s": rq_waited}),
     }
 
 

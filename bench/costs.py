@@ -9,11 +9,20 @@ from . import procs
 from .store import Databases
 
 
-class Costs:
-    """Counters read when a scenario starts; `done()` gives the differences."""
+def cpu_with_reaped(pids: Sequence[int]) -> float:
+    """CPU of these processes and of the children they reaped (RQ's work-horses)."""
+    return sum(procs.cpu_seconds(pid, reaped=True) or 0.0 for pid in pids)
 
-    def __init__(self, dbs: Databases, pids: Sequence[int]) -> None:
-        self.dbs, self.pids = dbs, list(pids)
+
+class Costs:
+    """Counters read when a scenario starts; `done()` gives the differences.
+
+    `job_pids` are processes that run the jobs apart from the schedulers (jobservice's RQ
+    workers): their CPU, with the work-horses they reaped, is given apart.
+    """
+
+    def __init__(self, dbs: Databases, pids: Sequence[int], job_pids: Sequence[int] = ()) -> None:
+        self.dbs, self.pids, self.job_pids = dbs, list(pids), list(job_pids)
         self.db_pid = dbs.server_pid()
         self.start = self._read()
 
@@ -22,6 +31,7 @@ class Costs:
         return {
             "cpu_s": sum(procs.cpu_seconds(pid) or 0.0 for pid in self.pids),
             "db_cpu_s": db or 0.0,
+            "job_workers_cpu_s": cpu_with_reaped(self.job_pids),
             **{name: float(value) for name, value in self.dbs.status().items()},
         }
 
@@ -37,6 +47,8 @@ class Costs:
             "db_cpu_s": round(delta["db_cpu_s"], 2),
             "new_db_connections": int(delta["Connections"]),
         }
+        if self.job_pids:
+            out["job_workers_cpu_s"] = round(delta["job_workers_cpu_s"], 2)
         if units:
             per = {
                 "cpu_ms": delta["cpu_s"] * 1000,
@@ -46,5 +58,7 @@ class Costs:
                 "db_commits": delta["Com_commit"],
                 "db_rollbacks": delta["Com_rollback"],
             }
+            if self.job_pids:
+                per["job_workers_cpu_ms"] = delta["job_workers_cpu_s"] * 1000
             out |= {f"{name}_per_{unit}": round(value / units, 3) for name, value in per.items()}
         return out

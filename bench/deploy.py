@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis import Redis
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from sqlalchemy.engine import make_url
 
-from . import procs
+from . import procs, rqworkers
 from .benchjobs import FIRES_URL_ENV
 from .store import JOB_FUNC, create_apscheduler_table
 
@@ -37,10 +35,8 @@ REDIS_PORT_DEFAULT = 6379
 READY_TIMEOUT_S = 90.0
 FAR_FUTURE = "2099-01-01T00:00:00+00:00"
 KINDS = ("ours", "naive", "flock", "plain", "celery")
-#: jobservice's RQ worker, run from the repository root with the service's environment.
-RQ_WORKER = ("--app", "run", "jobservice", "worker")
-#: An RQ worker told to stop (SIGTERM) leaves RQ's registries itself; then it is killed.
-RQ_STOP_S = 5.0
+#: Results key of jobservice with its RQ executor in S1-S5 (beside "ours", its thread executor).
+OURS_RQ = "ours_rq"
 
 
 @dataclass
@@ -148,19 +144,11 @@ class Deployment:
         metrics_dir = self.log_dir / f"{self.name}-rq-{index}.prometheus"
         metrics_dir.mkdir(parents=True, exist_ok=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        argv = [str(BIN / "flask"), *RQ_WORKER]
-        self.rq.append(procs.spawn(argv, env, self.log_dir / f"{self.name}-rq-{index}.log"))
+        self.rq.append(rqworkers.spawn(BIN / "flask", env, self.log_dir / f"{self.name}-rq-{index}.log"))
 
     def has_rq_worker(self) -> bool:
         """Whether this jobservice has the `flask jobservice worker` command (its RQ executor)."""
-        result = subprocess.run(
-            [str(BIN / "flask"), *RQ_WORKER, "--help"],
-            cwd=procs.ROOT,
-            env=self._tool_env(),
-            capture_output=True,
-            timeout=60,
-        )
-        return result.returncode == 0
+        return rqworkers.available(BIN / "flask", self._tool_env())
 
     def start_one(self, index: int) -> None:
         """Start master (or plain process) number `index`."""
@@ -199,21 +187,8 @@ class Deployment:
             self.wait_ready()
 
     def stop(self) -> None:
-        self._stop_rq_workers()
+        rqworkers.stop(self.rq)
         for proc in [m.proc for m in self.masters] + self.plain:
-            procs.kill_group(proc)
-
-    def _stop_rq_workers(self) -> None:
-        live = [p for p in self.rq if p.poll() is None]
-        for proc in live:
-            os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + RQ_STOP_S
-        for proc in live:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for proc in self.rq:
             procs.kill_group(proc)
 
     def _env(self) -> dict[str, str]:
@@ -294,18 +269,28 @@ class Deployment:
         return (self.ready_dir / str(pid)).exists()
 
     def _rq_workers_ready(self) -> int:
-        """RQ workers registered on one of our queues (an RQ worker registers when it starts).
-
-        Read only: RQ's own `Worker.all()` would also prune other users' stale entries."""
-        connection = Redis.from_url(self.redis_url)
-        try:
-            match = WORKERS_BY_QUEUE_KEY % f"{self.redis_prefix}*"
-            keys = {k.decode() for q in connection.scan_iter(match=match) for k in connection.smembers(q)}
-            live = {key for key in keys if connection.exists(key)}
-        finally:
-            connection.close()
+        """RQ workers registered on one of our queues; their keys are noted for the clean-up."""
+        live = rqworkers.registered(self.redis_url, self.redis_prefix)
         self.rq_worker_keys |= live
         return len(live)
+
+    def rq_backlog(self) -> int:
+        """Runs its RQ workers have yet to finish (0 without RQ workers)."""
+        return rqworkers.backlog(self.redis_url, self.redis_prefix) if self.rq else 0
+
+    def drain_rq(self, timeout_s: float) -> float:
+        """Wait until its RQ workers have nothing queued or started (at most `timeout_s`), so
+        that one scenario's backlog does not run into the next; returns the seconds waited."""
+        began = time.monotonic()
+        while self.rq_backlog() and time.monotonic() - began < timeout_s:
+            time.sleep(0.25)
+        return round(time.monotonic() - began, 1)
+
+    @property
+    def variant(self) -> str:
+        """Its key in the results and in the fires' tags: the kind, or OURS_RQ for jobservice
+        with its RQ executor."""
+        return OURS_RQ if self.kind == "ours" and self.n_rq_workers else self.kind
 
     @property
     def redis_port(self) -> int:

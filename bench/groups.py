@@ -10,19 +10,26 @@ from typing import Any
 
 from .api import a1_listing, a2_writes
 from .cluster import run_cluster
+from .deploy import OURS_RQ
 from .heavy import s6_heavy
 from .plan import Context
+from .rqworkers import NO_RQ
 from .service import memory, s3_burst, s4_steady
 
 Results = dict[str, dict[str, dict[str, Any]]]
-NO_RQ = "n/a (no RQ executor)"
+#: At most this long between two scenarios on a deployment with RQ workers, for them to finish
+#: what the previous one left queued.
+RQ_DRAIN_S = 180.0
 
 
-def cluster_group(kind: str) -> Callable[[Context], Results]:
-    """S1, S2 and S5 (where the peer has an API) on a two-master deployment of `kind`."""
+def cluster_group(kind: str, rq: bool = False) -> Callable[[Context], Results]:
+    """S1, S2 and S5 (where the peer has an API) on a two-master deployment of `kind`; with
+    `rq`, jobservice with its RQ executor and its RQ workers beside the masters."""
 
     def run(ctx: Context) -> Results:
-        return {scenario: {kind: figures} for scenario, figures in run_cluster(ctx, kind).items()}
+        rq_workers = ctx.plan.rq_workers if rq else 0
+        key = OURS_RQ if rq else kind
+        return {s: {key: figures} for s, figures in run_cluster(ctx, kind, rq_workers).items()}
 
     return run
 
@@ -47,6 +54,29 @@ def service_ours(ctx: Context) -> Results:
             out["A2"] = {"ours": a2_writes(ctx, d)}
         if ctx.wants("A1"):
             out["A1"] = {"ours": a1_listing(ctx, d)}
+    finally:
+        d.stop()
+    return out
+
+
+def service_ours_rq(ctx: Context) -> Results:
+    """S3 and S4 on the same jobservice deployment as `service_ours` (one master of 4
+    workers) with its RQ executor, and its RQ workers beside the master."""
+    d = ctx.deployment("ours", "service-ours_rq", 1, ctx.plan.service_workers, ctx.plan.rq_workers)
+    wanted = [s for s in ("S3", *(f"S4-{n}" for n in ctx.plan.s4_sizes)) if ctx.wants(s.split("-")[0])]
+    d.start_tables()
+    if not ctx.has_rq(d):
+        return {s: {OURS_RQ: {"not_applicable": NO_RQ}} for s in wanted}
+    d.start()
+    out: Results = {}
+    try:
+        if ctx.wants("S3"):
+            out["S3"] = {OURS_RQ: s3_burst(ctx, d)}
+        if ctx.wants("S4"):
+            for n in ctx.plan.s4_sizes:
+                # Untimed: what the previous scenario left queued must not run into this one.
+                drained_s = d.drain_rq(RQ_DRAIN_S)
+                out[f"S4-{n}"] = {OURS_RQ: {**s4_steady(ctx, d, n), "rq_drained_before_s": drained_s}}
     finally:
         d.stop()
     return out
@@ -102,11 +132,11 @@ def heavy_group(kind: str, row: str) -> Callable[[Context], Results]:
     APScheduler) or "rq" (jobservice's RQ executor and its workers, Celery)."""
 
     def run(ctx: Context) -> Results:
-        rq_workers = ctx.plan.s6_job_workers if kind == "ours" and row == "rq" else 0
+        rq_workers = ctx.plan.rq_workers if kind == "ours" and row == "rq" else 0
         workers = ctx.plan.service_workers if kind == "ours" else 1
         d = ctx.deployment(kind, f"heavy-{kind}-{row}", 1, workers, rq_workers)
         d.start_tables()
-        if rq_workers and not d.has_rq_worker():
+        if rq_workers and not ctx.has_rq(d):
             return {f"S6-{row}": {kind: {"not_applicable": NO_RQ}}}
         d.start()
         try:
@@ -122,10 +152,12 @@ def groups(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[Context],
     naive_one: tuple[str, ...] = ("M1", "S4") if "naive" in ctx.plan.s4_peers else ("M1",)
     return [
         ("cluster jobservice", ("S1", "S2", "S5"), cluster_group("ours")),
+        ("cluster jobservice, RQ executor", ("S1", "S2", "S5"), cluster_group("ours", rq=True)),
         ("cluster FAS naive", ("S1", "S2", "S5"), cluster_group("naive")),
         ("cluster FAS flock", ("S1", "S2", "S5"), cluster_group("flock")),
         ("cluster APScheduler x2", ("S1", "S2"), cluster_group("plain")),
         ("service jobservice", ("S3", "S4", "M1", "A1", "A2"), service_ours),
+        ("service jobservice, RQ executor", ("S3", "S4"), service_ours_rq),
         ("service APScheduler", ("S3", "S4") if "plain" in ctx.plan.s4_peers else ("S3",), service_plain),
         ("service FAS naive, 1 worker", naive_one, service_naive_one),
         ("API FAS naive, 4 workers", ("A1", "A2"), api_naive),

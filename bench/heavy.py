@@ -16,17 +16,12 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from redis import Redis
-from rq import Queue
-from rq.job import Job
-from rq.results import get_key as results_key
-
 from . import procs
-from .costs import Costs
+from .costs import Costs, cpu_with_reaped
 from .deploy import Deployment
 from .peer_celery import HEAVY_TASK, make_app
 from .plan import Context
@@ -65,14 +60,14 @@ def s6_heavy(ctx: Context, d: Deployment, row: str) -> dict[str, Any]:
     probe = LeaderProbe(d.masters[0].port, d.n_workers) if d.kind == "ours" else None
     procs.sleep_until(due)
     schedulers, job_workers = d.processes(), d.job_processes()
-    costs, workers_cpu = Costs(ctx.dbs, schedulers), _cpu_s(job_workers)
+    costs, workers_cpu = Costs(ctx.dbs, schedulers), cpu_with_reaped(job_workers)
     _wait_heavy(ctx, tag, n, due)
     if probe is not None:
         probe.stop()
     time.sleep(REAP_S)
     cost = costs.done()
     sched_cpu = cost.pop("cpu_s")
-    job_cpu = round(_cpu_s(job_workers) - workers_cpu, 2) if job_workers else None
+    job_cpu = round(cpu_with_reaped(job_workers) - workers_cpu, 2) if job_workers else None
     fires = read_fires(ctx.fires, tag)
     first = first_fires(fires)
     finishes = [f.finished for f in first if f.finished is not None]
@@ -122,11 +117,6 @@ def _wait_heavy(ctx: Context, tag: str, n: int, due: float) -> None:
         elif time.time() - changed > QUIET_S:
             return
         time.sleep(0.25)
-
-
-def _cpu_s(pids: Sequence[int]) -> float:
-    """CPU of these processes and of the children they reaped (RQ's work-horses)."""
-    return sum(procs.cpu_seconds(pid, reaped=True) or 0.0 for pid in pids)
 
 
 class LeaderProbe:
@@ -214,38 +204,3 @@ class LeaderProbe:
             "api_p99_leader_ms": percentile(leader, 99),
             "api_max_leader_ms": max(leader, default=None),
         }
-
-
-def forget_redis_keys(client: Redis, prefix: str, worker_keys: Iterable[str] = ()) -> int:
-    """Delete what RQ or Celery made for one deployment; returns how many keys.
-
-    Every key of its RQ queues and of Celery contains `prefix`; RQ's job, result and worker
-    keys do not: jobs are found through the queues and their registries, and the workers'
-    keys were noted while they ran (a worker that stopped left the registries already).
-    """
-    deleted = 0
-    for queue in Queue.all(connection=client):
-        if queue.name.startswith(prefix):
-            deleted += _forget_queue(client, queue)
-    keys = [*client.scan_iter(match=f"*{prefix}*"), *worker_keys]
-    if keys:
-        deleted += int(client.delete(*keys))
-    for key in worker_keys:
-        client.srem("rq:workers", key)
-    return deleted
-
-
-def _forget_queue(client: Redis, queue: Queue) -> int:
-    """The jobs of one RQ queue (queued or in any registry) and the queue itself."""
-    registries = (
-        queue.started_job_registry,
-        queue.finished_job_registry,
-        queue.failed_job_registry,
-        queue.deferred_job_registry,
-        queue.scheduled_job_registry,
-        queue.canceled_job_registry,
-    )
-    ids = set(queue.get_job_ids()).union(*(r.get_job_ids() for r in registries))
-    deleted = sum(int(client.delete(Job.key_for(i), results_key(i))) for i in ids)
-    queue.delete(delete_jobs=False)
-    return deleted

@@ -27,6 +27,9 @@ class Plan:
     s4_sizes: tuple[int, ...]
     s4_s: int
     s4_lead_s: float
+    #: S4 waits at most this long past its window for late fires; S5, with RQ workers, as
+    #: long past its drain for what their queues still hold.
+    late_wait_s: float
     s4_peers: tuple[str, ...]  # besides jobservice
     s5_jobs: int
     a1_jobs: int
@@ -38,7 +41,8 @@ class Plan:
     s6_jobs: int
     s6_lead_s: float
     s6_burn_ms: float = 50.0  # CPU each S6 job burns
-    s6_job_workers: int = 2  # RQ workers of jobservice; Celery's prefork concurrency
+    s6_job_workers: int = 2  # Celery's prefork concurrency in S6
+    rq_workers: int = 2  # RQ workers beside jobservice's RQ deployments (S1-S5 RQ rows, S6)
     cluster_workers: int = 3
     service_workers: int = 4
 
@@ -52,6 +56,7 @@ FULL = Plan(
     s4_sizes=(200, 500),
     s4_s=10,
     s4_lead_s=3.0,
+    late_wait_s=20.0,
     s4_peers=("plain", "naive"),
     s5_jobs=100,
     a1_jobs=100_000,
@@ -73,6 +78,7 @@ QUICK = Plan(
     s4_sizes=(200,),
     s4_s=3,
     s4_lead_s=2.0,
+    late_wait_s=8.0,
     s4_peers=("naive",),
     s5_jobs=20,
     a1_jobs=10_000,
@@ -101,9 +107,17 @@ class Context:
     deployments: list[Deployment] = field(default_factory=list)
     #: Digest of jobservice's code when each deployment was made: the tree may be edited meanwhile.
     code: dict[str, str] = field(default_factory=dict)
+    #: Whether jobservice has its RQ executor (`flask jobservice worker`), once asked.
+    rq_available: bool | None = None
 
     def wants(self, *scenarios: str) -> bool:
         return any(s in self.only for s in scenarios)
+
+    def has_rq(self, d: Deployment) -> bool:
+        """Whether jobservice has its RQ executor (asked once per run, through `d`)."""
+        if self.rq_available is None:
+            self.rq_available = d.has_rq_worker()
+        return self.rq_available
 
     def deployment(
         self, kind: str, name: str, masters: int = 1, workers: int = 1, rq_workers: int = 0

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .deploy import OURS_RQ
+
 Results = dict[str, dict[str, dict[str, Any]]]
 
 PEERS = {
@@ -21,6 +23,10 @@ PEERS = {
 }
 #: Scenarios with variants of jobservice besides sizes (S6-thread, S6-rq), in this order.
 VARIANTS = {"thread": "thread executor", "rq": "RQ executor"}
+#: jobservice with its RQ executor in S1-S5 (results key OURS_RQ, beside "ours" = thread
+#: executor): one row per figure, after that figure's rows, against APScheduler where measured.
+RQ_LABEL = "RQ executor"
+RQ_PEER = "plain"
 
 
 @dataclass(frozen=True)
@@ -109,28 +115,36 @@ def ratio(ours: Any, theirs: Any) -> str:
 
 
 def rows(results: Results) -> list[tuple[str, str, str, str, str, str]]:
-    """(scenario, figure, ours, theirs, peer, ratio) for every figure and peer."""
+    """(scenario, figure, ours, theirs, peer, ratio) for every figure and peer; in S1-S5,
+    jobservice's RQ executor (when measured) gets one more row per figure, against APScheduler."""
     out = []
     for scenario in sorted(results, key=_order):
         figures = FIGURES[scenario.split("-")[0]]
         by_peer = results[scenario]
-        ours = by_peer.get("ours", {})
-        peers = [p for p in by_peer if p != "ours"] or [None]
+        peers = [p for p in by_peer if p not in ("ours", OURS_RQ)] or [None]
+        label = _scenario_label(scenario)
         for figure in figures:
-            for peer in peers:
-                theirs_all = by_peer.get(peer, {}) if peer else {}
-                theirs = theirs_all.get(figure.theirs_key or figure.key)
-                out.append(
-                    (
-                        _scenario_label(scenario),
-                        figure.label,
-                        _value(ours, figure.key, figure.unit),
-                        _value(theirs_all, figure.theirs_key or figure.key, figure.unit),
-                        PEERS.get(peer or "", "-"),
-                        ratio(ours.get(figure.key), theirs),
-                    )
-                )
+            if set(by_peer) != {OURS_RQ}:  # the thread executor's rows, as without RQ rows
+                out += [_row(label, figure, by_peer.get("ours", {}), by_peer, peer) for peer in peers]
+            if OURS_RQ in by_peer:
+                peer = RQ_PEER if RQ_PEER in by_peer else None
+                out.append(_row(f"{label} {RQ_LABEL}", figure, by_peer[OURS_RQ], by_peer, peer))
     return out
+
+
+def _row(
+    label: str, figure: Figure, ours: dict[str, Any], by_peer: dict[str, dict[str, Any]], peer: str | None
+) -> tuple[str, str, str, str, str, str]:
+    theirs_all = by_peer.get(peer, {}) if peer else {}
+    theirs_key = figure.theirs_key or figure.key
+    return (
+        label,
+        figure.label,
+        _value(ours, figure.key, figure.unit),
+        _value(theirs_all, theirs_key, figure.unit),
+        PEERS.get(peer or "", "-"),
+        ratio(ours.get(figure.key), theirs_all.get(theirs_key)),
+    )
 
 
 def _value(figures: dict[str, Any], key: str, unit: str) -> str:

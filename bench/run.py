@@ -24,8 +24,8 @@ from sqlalchemy import create_engine
 
 from . import procs, report, targets
 from .groups import Results, groups
-from .heavy import forget_redis_keys
 from .plan import FULL, QUICK, SCENARIOS, Context
+from .rqworkers import forget_redis_keys
 from .store import Databases, create_fires_table, scalar
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -40,6 +40,9 @@ Peers (theirs), all on the same MariaDB and Redis, with the same job body:
   Celery      = Celery 5 beat (celery-redbeat, lock timeout 5 s, max loop interval 1 s) + one
                 worker (prefork, concurrency 2); S6's jobs are sent with apply_async(eta=due).
 jobservice: S1/S2/S5 on 2 masters x 3 workers; S3/S4/M1/A1/A2/S6 on 1 master x 4 workers.
+"S1..S5 RQ executor": the same deployments with SCHEDULER_EXECUTOR=rq and 2 RQ workers
+(`flask jobservice worker`, a work-horse forked per run) beside them, against APScheduler
+where it was measured (targets are for the thread executor); S2 strikes the same processes.
 A1 theirs: Flask-APScheduler has no paging, so its only listing is the whole list.
 S6: thread executor against APScheduler's thread pool (misfire_grace_time None), RQ executor
 (2 RQ workers) against Celery; API p99 of one client GETting /health on the leader's worker
@@ -52,7 +55,7 @@ def log(began: float, message: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (about 2 min)")
+    parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (about 3 min)")
     parser.add_argument("--only", default="", help=f"comma-separated scenarios among {','.join(SCENARIOS)}")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the jobservice leader during S3 and S4"

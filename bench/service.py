@@ -35,10 +35,11 @@ SETTLE_S = 1.0
 #: S3 is over when every job fired, or nothing new fired for this long after the due time.
 QUIET_S = 2.0
 S3_TIMEOUT_S = 60.0
-#: S4 waits this long after its window, then until no fire came for S4_QUIET_S (late fires count).
+#: S4 waits this long after its window, then until no fire came for S4_QUIET_S (late fires count)
+#: and, with RQ workers, until their queues are empty (a run that finds its job gone records
+#: no fire), for at most the plan's late_wait_s.
 S4_DRAIN_S = 1.0
 S4_QUIET_S = 1.0
-S4_TIMEOUT_S = 20.0
 
 
 def grace_for(d: Deployment) -> int:
@@ -58,14 +59,14 @@ def memory(d: Deployment) -> float | None:
 
 def s3_burst(ctx: Context, d: Deployment) -> dict[str, Any]:
     """N date jobs due at the same instant; makespan and lateness from their fires."""
-    n, tag = ctx.plan.s3_jobs, f"S3:{d.kind}"
+    n, tag = ctx.plan.s3_jobs, f"S3:{d.variant}"
     due = math.ceil(time.time() + ctx.plan.s3_lead_s)
     rows = (job_row(f"s3-{i}", date_trigger(due), due, [tag, f"s3-{i}", due], grace_for(d)) for i in range(n))
     insert_jobs(d.store_url, rows, versioned=d.kind == "ours")
     d.kick()
     spy = _profile(ctx, d, "S3", due - 0.5, 8)
     procs.sleep_until(due)
-    costs = Costs(ctx.dbs, d.processes())
+    costs = Costs(ctx.dbs, d.processes(), d.job_processes())
     _wait_burst(ctx, tag, n, due)
     cost = costs.done(n)
     if spy is not None:
@@ -116,11 +117,14 @@ def recorded_runs(d: Deployment, prefix: str) -> dict[str, int]:
     return {f"{status} {why}".strip(): count for status, why, count in rows}
 
 
-def _wait_quiet(ctx: Context, tag: str, after: float) -> None:
-    """Wait until `after`, then until no new fire was recorded for S4_QUIET_S."""
+def _wait_quiet(ctx: Context, d: Deployment, tag: str, after: float) -> None:
+    """Wait until `after`, then until no new fire was recorded for S4_QUIET_S and nothing is
+    left in the RQ workers' queues."""
     procs.sleep_until(after)
     seen, changed = count_fires(ctx.fires, tag), time.time()
-    while time.time() - changed < S4_QUIET_S and time.time() < after + S4_TIMEOUT_S:
+    while time.time() < after + ctx.plan.late_wait_s:
+        if time.time() - changed >= S4_QUIET_S and not d.rq_backlog():
+            return
         time.sleep(0.25)
         count = count_fires(ctx.fires, tag)
         if count != seen:
@@ -129,7 +133,7 @@ def _wait_quiet(ctx: Context, tag: str, after: float) -> None:
 
 def s4_steady(ctx: Context, d: Deployment, n: int) -> dict[str, Any]:
     """N interval jobs every second for the S4 window; fires per second and lateness."""
-    tag, seconds = f"S4-{n}:{d.kind}", ctx.plan.s4_s
+    tag, seconds = f"S4-{n}:{d.variant}", ctx.plan.s4_s
     start = math.ceil(time.time() + ctx.plan.s4_lead_s)
     end = start + seconds
     trigger = interval_trigger(start, 1.0, end - 0.5)  # exactly `seconds` fires per job
@@ -141,8 +145,8 @@ def s4_steady(ctx: Context, d: Deployment, n: int) -> dict[str, Any]:
     d.kick()
     spy = _profile(ctx, d, f"S4-{n}", start - 0.5, seconds + 1)
     procs.sleep_until(start)
-    costs = Costs(ctx.dbs, d.processes())
-    _wait_quiet(ctx, tag, end + S4_DRAIN_S)
+    costs = Costs(ctx.dbs, d.processes(), d.job_processes())
+    _wait_quiet(ctx, d, tag, end + S4_DRAIN_S)
     cost = costs.done(n * seconds)
     if spy is not None:
         profile.finish(spy)
@@ -167,7 +171,7 @@ def s4_steady(ctx: Context, d: Deployment, n: int) -> dict[str, Any]:
 def _profile_path(ctx: Context, d: Deployment, name: str) -> Path | None:
     if ctx.profile_dir is None or d.kind != "ours":
         return None
-    return ctx.profile_dir / f"{name}-{d.kind}.txt"
+    return ctx.profile_dir / f"{name}-{d.variant}.txt"
 
 
 def _profile(ctx: Context, d: Deployment, name: str, at: float, duration_s: int) -> Any:
