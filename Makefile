@@ -33,11 +33,11 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-bench: install ## every benchmark scenario, jobservice against its peers (about 10 minutes; needs MariaDB and Redis)
+bench: install ## every benchmark scenario, jobservice against its peers (about 12 minutes; needs MariaDB and Redis)
 	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-bench-quick: install ## a reduced run of every benchmark scenario (under 2 minutes)
+bench-quick: install ## a reduced run of every benchmark scenario (about 3 minutes)
 	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
 
