@@ -15,10 +15,9 @@ from typing import Any
 
 from dotenv import load_dotenv
 
+from jobservice import options
 from jobservice.errors import ConfigError
 from jobservice.settings import SETTINGS, Setting, checked
-
-MAX_TIMEOUT_S = 366 * 86400
 
 __all__ = ["CONFIGS", "SETTINGS", "Config", "ConfigError", "Env", "load_config"]
 
@@ -151,10 +150,14 @@ class Config:
             "misfire_grace_time": env.int("SCHEDULER_MISFIRE_GRACE_TIME", 300, minimum=1, maximum=86400 * 7),
             "coalesce": env.bool("SCHEDULER_COALESCE", True),
             "max_instances": env.int("SCHEDULER_MAX_INSTANCES", 1, minimum=1, maximum=1000),
-            "timeout_s": env.number("SCHEDULER_JOB_TIMEOUT_SECONDS", 0, minimum=0, maximum=MAX_TIMEOUT_S)
+            "timeout_s": env.number(
+                "SCHEDULER_JOB_TIMEOUT_SECONDS", 0, minimum=0, maximum=options.MAX_TIMEOUT_S
+            )
             or None,  # 0: no timeout
-            "retries": env.int("SCHEDULER_JOB_RETRIES", 0, minimum=0, maximum=100),
-            "retry_delay_s": env.number("SCHEDULER_JOB_RETRY_DELAY_SECONDS", 10, minimum=0, maximum=86400),
+            "retries": env.int("SCHEDULER_JOB_RETRIES", 0, minimum=0, maximum=options.MAX_RETRIES),
+            "retry_delay_s": env.number(
+                "SCHEDULER_JOB_RETRY_DELAY_SECONDS", 10, minimum=0, maximum=options.MAX_RETRY_DELAY_S
+            ),
             "queue": env.raw("SCHEDULER_JOB_QUEUE") or "default",
         }
         self.SCHEDULER_EXECUTORS = {

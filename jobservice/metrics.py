@@ -65,7 +65,6 @@ OVERRUNS = Counter(
     "jobservice_overruns", "Runs flagged overrunning: still going past their job's interval.", ["job_id"]
 )
 RETRIES = Counter("jobservice_retries", "Failed runs given another attempt, by job.", ["job_id"])
-TIMEOUTS = Counter("jobservice_timeouts", "Runs stopped at their job's timeout_s, by job.", ["job_id"])
 DEAD_RUNS = Counter(
     "jobservice_dead_runs", "Runs closed as failed because the process running them stopped beating."
 )
@@ -125,10 +124,6 @@ def run_overrunning(job_id: str) -> None:
 
 def retry_scheduled(job_id: str) -> None:
     _child(RETRIES, job_id).inc()
-
-
-def timed_out(job_id: str) -> None:
-    _child(TIMEOUTS, job_id).inc()
 
 
 def dead_run_closed() -> None:

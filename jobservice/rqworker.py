@@ -130,6 +130,8 @@ class HorseRun:
         if not isinstance(started, datetime):
             return "not started"
         event = self.runner.call(job, claim, started, guard=_death_penalty)
+        if isinstance(event.exception, TimedOut):  # only a work-horse stops a run at its timeout
+            self.tally.timed_out()
         for _ in range(FLUSH_ATTEMPTS):  # the horse exits next: the outcome must be written
             if self.recorder.flush():
                 break
@@ -186,7 +188,7 @@ class RedisTally:
     def retry_scheduled(self, job_id: str) -> None:
         self._add("retries")
 
-    def timed_out(self, job_id: str) -> None:
+    def timed_out(self) -> None:
         self._add("timeouts")
 
     def overrun(self, job_id: str) -> None:

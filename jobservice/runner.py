@@ -71,8 +71,6 @@ class Tally(Protocol):
 
     def retry_scheduled(self, job_id: str) -> None: ...
 
-    def timed_out(self, job_id: str) -> None: ...
-
 
 #: Starts a claimed run: its start time, None (refused: taken over or paused) or BUSY.
 Start = Callable[[Claim, int], "datetime | str | None"]
@@ -170,7 +168,6 @@ class Runner:
                     formatted = (
                         f"TimedOut: timed out after {timeout_s:g} s (timeout_s)\n" + traceback.format_exc()
                     )
-                    self.tally.timed_out(key.job_id)
                 except BaseException as exc:
                     error, formatted = exc, traceback.format_exc()
             finished_at = utcnow()
