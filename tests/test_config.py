@@ -17,6 +17,27 @@ def env(**values: str) -> dict[str, str]:
     return {"JOBSERVICE_ENV": "testing", **values}
 
 
+def test_the_run_option_defaults_and_the_executor_come_from_the_environment() -> None:
+    settings = load_config(
+        env(
+            SCHEDULER_JOB_TIMEOUT_SECONDS="30", SCHEDULER_JOB_RETRIES="2", SCHEDULER_JOB_RETRY_DELAY_SECONDS="1.5",
+            SCHEDULER_JOB_QUEUE="heavy", RETRY_MAX_DELAY_SECONDS="60", SCHEDULER_EXECUTOR="rq",
+            RQ_QUEUE_PREFIX="myapp-",
+        )
+    )  # fmt: skip
+    defaults = settings.SCHEDULER_JOB_DEFAULTS
+    assert (defaults["timeout_s"], defaults["retries"], defaults["retry_delay_s"], defaults["queue"]) == (
+        30,
+        2,
+        1.5,
+        "heavy",
+    )
+    assert settings.JOBSERVICE_RETRY_MAX_DELAY_SECONDS == 60
+    assert (settings.SCHEDULER_EXECUTOR, settings.JOBSERVICE_RQ_QUEUE_PREFIX) == ("rq", "myapp-")
+    with pytest.raises(ConfigError, match="SCHEDULER_JOB_RETRIES"):
+        load_config(env(SCHEDULER_JOB_RETRIES="101"))
+
+
 def test_defaults_without_any_setting() -> None:
     settings = load_config({})
     assert isinstance(settings, config.DevelopmentConfig)

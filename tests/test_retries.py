@@ -142,6 +142,14 @@ def test_failing_twice_then_succeeding_gives_three_attempts_with_the_delays(
     assert re.search(rf'^jobservice_retries_total\{{job_id="{job_id}"\}} 2\.0$', text, re.M), text
 
 
+def test_retry_delays_are_capped_by_retry_max_delay_seconds(make_app: Callable[..., Flask]) -> None:
+    app = leading_app(make_app, JOBSERVICE_RETRY_MAX_DELAY_SECONDS=0.5)
+    add(app, id="capped", func="tests.jobfuncs:flaky", args=[1], run_date=soon(), retries=1, retry_delay_s=60)
+    wait_for(lambda: [r.status for r in runs(app, "capped")] == ["failed", "succeeded"], timeout_s=15)
+    failed, retry = runs(app, "capped")
+    assert (retry.not_before - failed.finished_at).total_seconds() == pytest.approx(0.5, abs=0.05)
+
+
 def test_the_last_failure_is_final_and_run_now_retries_too(make_app: Callable[..., Flask]) -> None:
     app = leading_app(make_app)
     add(app, id="hopeless", func="tests.jobfuncs:flaky", args=[99], run_date="2999-01-01T00:00:00+00:00")

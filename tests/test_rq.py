@@ -62,6 +62,14 @@ class RQCluster(Cluster):
         self.workers.append(server)
         return server
 
+    def serving(self, workers: int) -> Server:
+        """One host of one gunicorn worker, and this many RQ workers, ready."""
+        host = self.host(workers=1)
+        for _ in range(workers):
+            self.worker()
+        self.wait_workers(host, workers)
+        return host
+
     def rq_status(self, host: Server) -> dict[str, Any]:
         return host.get("/scheduler")[1]["rq"]
 
@@ -167,9 +175,7 @@ def test_two_hosts_and_two_workers_run_each_fire_once_through_kills(rq_cluster: 
 
 
 def test_a_run_past_its_timeout_is_stopped_and_the_next_fire_runs(rq_cluster: RQCluster) -> None:
-    host = rq_cluster.host(workers=1)
-    rq_cluster.worker()
-    rq_cluster.wait_workers(host, 1)
+    host = rq_cluster.serving(workers=1)
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     rq_cluster.post_job(
         host, id="hung", func="tests.jobfuncs:sleepy", args=[60], trigger="interval", seconds=6,
@@ -189,9 +195,7 @@ def test_a_run_past_its_timeout_is_stopped_and_the_next_fire_runs(rq_cluster: RQ
 
 
 def test_failing_twice_then_succeeding_on_rq_gives_three_attempts(rq_cluster: RQCluster) -> None:
-    host = rq_cluster.host(workers=1)
-    rq_cluster.worker()
-    rq_cluster.wait_workers(host, 1)
+    host = rq_cluster.serving(workers=1)
     rq_cluster.post_job(
         host, id="flaky", func="tests.jobfuncs:flaky", args=[2], trigger="date", run_date=at(1),
         retries=3, retry_delay_s=1,
@@ -213,9 +217,7 @@ def test_failing_twice_then_succeeding_on_rq_gives_three_attempts(rq_cluster: RQ
 def test_killed_horse_and_killed_worker_close_the_run_failed_and_it_is_retried_once(
     rq_cluster: RQCluster,
 ) -> None:
-    host = rq_cluster.host(workers=1)
-    rq_cluster.worker(), rq_cluster.worker()
-    rq_cluster.wait_workers(host, 2)
+    host = rq_cluster.serving(workers=2)
     rq_cluster.post_job(
         host, id="long", func="tests.jobfuncs:sleepy", args=[30], trigger="date", run_date=at(1),
         retries=1, retry_delay_s=0,
@@ -260,9 +262,7 @@ def _zombie(pid: int) -> bool:
 
 
 def test_max_instances_holds_across_two_workers(rq_cluster: RQCluster) -> None:
-    host = rq_cluster.host(workers=1)
-    rq_cluster.worker(), rq_cluster.worker()
-    rq_cluster.wait_workers(host, 2)
+    host = rq_cluster.serving(workers=2)
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     rq_cluster.post_job(
         host, id="wide", func="tests.jobfuncs:slow", args=[2.5], trigger="interval", seconds=1,
@@ -306,12 +306,12 @@ def test_queues_route_jobs_and_health_metrics_and_scheduler_show_them(rq_cluster
     assert 'jobservice_rq_runs_total{status="succeeded"} 2.0' in text
     assert 'jobservice_rq_runs_total{status="failed"} 1.0' in text
     assert "jobservice_rq_workers 2.0" in text
+    assert 'jobservice_rq_queue_depth{queue="heavy"} 0.0' in text
 
 
 def test_sigterm_lets_the_worker_finish_its_run(rq_cluster: RQCluster) -> None:
-    host = rq_cluster.host(workers=1)
-    worker = rq_cluster.worker()
-    rq_cluster.wait_workers(host, 1)
+    host = rq_cluster.serving(workers=1)
+    (worker,) = rq_cluster.workers
     rq_cluster.post_job(
         host, id="finish", func="tests.jobfuncs:slow", args=[2], trigger="date", run_date=at(0.5)
     )
@@ -325,9 +325,7 @@ def test_sigterm_lets_the_worker_finish_its_run(rq_cluster: RQCluster) -> None:
 
 
 def test_a_message_delivered_twice_or_of_a_replaced_claim_starts_nothing(rq_cluster: RQCluster) -> None:
-    host = rq_cluster.host(workers=1)
-    rq_cluster.worker()
-    rq_cluster.wait_workers(host, 1)
+    host = rq_cluster.serving(workers=1)
     rq_cluster.post_job(host, id="once", func="tests.jobfuncs:record", trigger="date", run_date=at(0.5))
     wait_for(lambda: [r.status for r in rq_cluster.runs("once")] == ["succeeded"], timeout_s=20)
     (run,) = rq_cluster.runs("once")
@@ -356,3 +354,18 @@ def test_runs_queued_before_the_jobs_last_fire_was_claimed_still_run(rq_cluster:
     rq_cluster.worker()
     wait_for(lambda: [r.status for r in rq_cluster.runs("ending")] == ["succeeded"] * 4, timeout_s=20)
     assert len(rq_cluster.fires("ending")) == 4
+
+
+def test_run_now_on_rq_is_retried_too(rq_cluster: RQCluster) -> None:
+    host = rq_cluster.serving(workers=1)
+    rq_cluster.post_job(
+        host, id="manual", func="tests.jobfuncs:flaky", args=[99], trigger="date",
+        run_date="2999-01-01T00:00:00+00:00", retries=1, retry_delay_s=0,
+    )  # fmt: skip
+    assert host.post("/scheduler/jobs/manual/run")[0] == 200
+    wait_for(lambda: [r.status for r in rq_cluster.runs("manual")] == ["failed", "failed"], timeout_s=20)
+    assert [(r.trigger, r.attempt) for r in rq_cluster.runs("manual")] == [("manual", 1), ("manual", 2)]
+    text = host.get_text("/metrics")
+    assert (
+        "jobservice_rq_retries_total 1.0" in text and 'jobservice_rq_runs_total{status="failed"} 2.0' in text
+    )
