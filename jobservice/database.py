@@ -26,7 +26,7 @@ MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
 VERSION_TABLE = "jobservice_alembic_version"
 #: The newest migration (a test keeps it equal to Alembic's head). Knowing it lets a
 #: serving process check the schema without importing Alembic (10 MiB per worker).
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 STARTUP_LOCK_TIMEOUT_S = 120
 #: Connections beyond the job threads: scheduler, recorder, start gate, API threads.
 SPARE_CONNECTIONS = 10

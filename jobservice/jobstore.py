@@ -193,6 +193,12 @@ class ClusterJobStore(SQLAlchemyJobStore):
         )
         return scheduled + paused
 
+    def entries_where(
+        self, *conditions: Any, order: Iterable[Any], limit: int, offset: int = 0
+    ) -> list[Entry]:
+        """The rows (readable or not) that match, in this order: one page of a listing."""
+        return self._entries(*conditions, limit=limit, offset=offset, order=order)
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(self.jobs_t)).scalar_one()
@@ -203,6 +209,7 @@ class ClusterJobStore(SQLAlchemyJobStore):
             next_run_time=datetime_to_utc_timestamp(job.next_run_time),
             job_state=pickle.dumps(job.__getstate__(), self.pickle_protocol),
             version=1,
+            func_ref=_func_ref(job),
         )
         with self.engine.begin() as conn:
             try:
@@ -220,6 +227,7 @@ class ClusterJobStore(SQLAlchemyJobStore):
                 "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
                 "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
                 "version": 1,
+                "func_ref": _func_ref(job),
             }
             for job in jobs
         ]
@@ -239,6 +247,7 @@ class ClusterJobStore(SQLAlchemyJobStore):
             next_run_time=datetime_to_utc_timestamp(job.next_run_time),
             job_state=pickle.dumps(job.__getstate__(), self.pickle_protocol),
             version=t.c.version + 1,
+            func_ref=_func_ref(job),
         )
         if isinstance(job, StoredJob):
             update = update.where(t.c.id == job.id, t.c.version == job.version)
@@ -380,6 +389,11 @@ class ClusterJobStore(SQLAlchemyJobStore):
         job._scheduler = self._scheduler
         job._jobstore_alias = self._alias
         return job
+
+
+def _func_ref(job: Job) -> str | None:
+    ref = getattr(job, "func_ref", None)
+    return ref[:255] if isinstance(ref, str) else None
 
 
 def _from_timestamp(timestamp: float | None) -> datetime | None:

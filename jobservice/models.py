@@ -102,6 +102,8 @@ jobs_table = Table(
     # A MySQL BLOB stops at 64 KB; a job with large args must still fit.
     Column("job_state", LargeBinary().with_variant(mysql.LONGBLOB(), *MYSQL), nullable=False),
     Column("version", Integer, nullable=False, server_default=text("1")),
+    #: 'module:function', as in the job's JSON: what the dashboard searches by function.
+    Column("func_ref", Unicode(255)),
     **MYSQL_TABLE_ARGS,
 )
 
