@@ -24,6 +24,7 @@ __all__ = ["CONFIGS", "SETTINGS", "Config", "ConfigError", "Env", "load_config"]
 #: Every environment variable the service reads (documented in README and .env.example).
 VARIABLES = (
     "JOBSERVICE_ENV",
+    "SECRET_KEY",
     *(setting.env for setting in SETTINGS.values()),
     "SCHEDULER_MISFIRE_GRACE_TIME",
     "SCHEDULER_COALESCE",
@@ -42,6 +43,13 @@ SERVICE_DEFAULTS = {
     "HEALTH_ENABLED": True,
     "METRICS_ENABLED": True,
     "JOB_PACKAGES": ("jobs",),
+}
+#: Where an environment differs (each still overridden by its variable): the dashboard is
+#: open without credentials in development, and off unless asked for in production.
+ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "development": {"SCHEDULER_UI_ALLOW_ANONYMOUS": True},
+    "testing": {"SCHEDULER_UI_ALLOW_ANONYMOUS": True},
+    "production": {"SCHEDULER_UI_ENABLED": False},
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -141,9 +149,13 @@ class Config:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         env = Env(environ)
+        defaults = {**SERVICE_DEFAULTS, **ENV_DEFAULTS[self.ENV_NAME]}
         for setting in SETTINGS.values():
-            default = SERVICE_DEFAULTS.get(setting.env, setting.default)
+            default = defaults.get(setting.env, setting.default)
             setattr(self, setting.key, env.setting(setting, default))
+        #: Signs the dashboard's session cookie; without it, development and testing keep one
+        #: in the instance folder (see jobservice.standalone), production refuses the dashboard.
+        self.SECRET_KEY = env.raw("SECRET_KEY")
         self.SCHEDULER_JOB_DEFAULTS = {
             # Long enough to survive a restart or a failover: a fire time that
             # falls inside one runs (once) afterwards instead of being dropped.

@@ -65,6 +65,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("SCHEDULER_EXECUTOR", "threads", "str", "SCHEDULER_EXECUTOR"),
         Setting("JOBSERVICE_RQ_QUEUE_PREFIX", "jobservice-", "str", "RQ_QUEUE_PREFIX"),
         Setting("JOBSERVICE_RETRY_MAX_DELAY_SECONDS", 3600.0, "number", "RETRY_MAX_DELAY_SECONDS", 0, 86400),
+        #: None: on where the API is on and the dashboard may be served (see `ui_enabled`).
+        Setting("SCHEDULER_UI_ENABLED", None, "bool", "SCHEDULER_UI_ENABLED"),
+        Setting("SCHEDULER_UI_READONLY_TOKEN", None, "str", "SCHEDULER_UI_READONLY_TOKEN"),
+        Setting("SCHEDULER_UI_ALLOW_ANONYMOUS", False, "bool", "SCHEDULER_UI_ALLOW_ANONYMOUS"),
     )
 }
 
@@ -106,6 +110,12 @@ class Settings:
     retry_max_delay_s: float
     max_workers: int
     jobs: tuple[Mapping[str, Any], ...]
+    #: The dashboard at <api_prefix>/ui.
+    ui_enabled: bool = False
+    #: Signs in to the dashboard to look, not to act.
+    ui_readonly_token: str | None = None
+    #: The dashboard may be served without credentials (development, or the operator's choice).
+    ui_allow_anonymous: bool = False
 
     @property
     def has_credentials(self) -> bool:
@@ -165,7 +175,40 @@ def read(config: Mapping[str, Any], import_name: str) -> Settings:
         retry_max_delay_s=value["JOBSERVICE_RETRY_MAX_DELAY_SECONDS"],
         max_workers=_max_workers(config.get("SCHEDULER_EXECUTORS") or {}),
         jobs=tuple(config.get("SCHEDULER_JOBS") or config.get("JOBS") or ()),
+        **_ui(value, config),
     )
+
+
+def _ui(value: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """The dashboard is closed wherever credentials are set; open only where anonymous use is
+    allowed (debug, testing, or SCHEDULER_UI_ALLOW_ANONYMOUS), so production never serves it
+    unauthenticated by accident. Unset, it follows the API where it may be served and the
+    app has a SECRET_KEY to sign its cookie with."""
+    has_credentials = bool(value["SCHEDULER_API_TOKEN"]) or config.get("SCHEDULER_AUTH") is not None
+    anonymous = bool(value["SCHEDULER_UI_ALLOW_ANONYMOUS"] or config.get("DEBUG") or config.get("TESTING"))
+    enabled = value["SCHEDULER_UI_ENABLED"]
+    readonly = value["SCHEDULER_UI_READONLY_TOKEN"]
+    if enabled is None:
+        may_serve = has_credentials or anonymous
+        enabled = value["SCHEDULER_API_ENABLED"] and may_serve and bool(config.get("SECRET_KEY"))
+    elif enabled and not (has_credentials or anonymous):
+        raise ConfigError(
+            "SCHEDULER_UI_ENABLED is on with no credentials: set SCHEDULER_API_TOKEN (or SCHEDULER_AUTH) "
+            "to close the dashboard, or SCHEDULER_UI_ALLOW_ANONYMOUS to serve it to anyone who reaches it"
+        )
+    if readonly and not has_credentials:
+        raise ConfigError(
+            "SCHEDULER_UI_READONLY_TOKEN needs SCHEDULER_API_TOKEN (or SCHEDULER_AUTH): "
+            "without them everyone may act, and a read-only sign-in would mean nothing"
+        )
+    if readonly and readonly == value["SCHEDULER_API_TOKEN"]:
+        raise ConfigError("SCHEDULER_UI_READONLY_TOKEN must differ from SCHEDULER_API_TOKEN")
+    if enabled and not config.get("SECRET_KEY"):
+        raise ConfigError(
+            "SECRET_KEY must be set while the dashboard is on (SCHEDULER_UI_ENABLED): "
+            "it signs the dashboard's session cookie"
+        )
+    return {"ui_enabled": bool(enabled), "ui_readonly_token": readonly, "ui_allow_anonymous": anonymous}
 
 
 #: Keys read besides SETTINGS: Flask-APScheduler's structured ones, and the app's own database.

@@ -7,7 +7,10 @@ HTTP side on: the API, /health and /metrics, with every error as JSON.
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -36,6 +39,8 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
     elif config is not None:
         app.config.from_object(config)
     _refuse_an_open_api_in_production(app.config)
+    if not app.config.get("SECRET_KEY") and app.config.get("ENV_NAME") != "production":
+        app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path))
     logs.init_app(app)
     errors.register(app)  # the whole app is the service's: every error is JSON
     JobService(app)
@@ -54,3 +59,22 @@ def _refuse_an_open_api_in_production(config: Mapping[str, Any]) -> None:
             )
         if token and len(token) < 16:
             raise ConfigError("SCHEDULER_API_TOKEN must be at least 16 characters in production")
+
+
+def _instance_secret(instance: Path) -> str:
+    """A SECRET_KEY kept in the instance folder, so every worker of one host signs the
+    dashboard's cookie alike (production sets SECRET_KEY, shared by every host)."""
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        draft = instance / f".secret_key.{os.getpid()}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(32))
+        try:
+            os.link(draft, path)  # whole or not at all; the first worker's key wins
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
