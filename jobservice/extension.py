@@ -11,7 +11,7 @@ import logging
 
 from flask import Flask
 
-from . import api, cli, health, lifecycle
+from . import api, cli, health, lifecycle, ui
 from .database import check_schema, default_sqlite_url, make_engine, prepare_schema
 from .errors import ConfigError
 from .runtime import EXTENSION, Runtime
@@ -56,6 +56,7 @@ def _install(app: Flask) -> Runtime:
     app.extensions[EXTENSION] = runtime
     api.init_app(app, settings)
     health.init_app(app, settings)
+    ui.init_app(app, settings)
     cli.init_app(app)
     if settings.api_enabled and not settings.has_credentials:
         logger.warning(

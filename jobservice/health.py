@@ -61,14 +61,15 @@ def health() -> tuple[Response, int]:
     them gets the status alone: the load balancer needs only that, and the rest (who leads,
     which jobs hang) is the operator's.
     """
-    body = _report(current_runtime())
+    body = report(current_runtime())
     code = 503 if body["status"] == "error" else 200
     if not authorized():
         return jsonify(status=body["status"]), code
     return jsonify(body), code
 
 
-def _report(service: Runtime) -> dict[str, Any]:
+def report(service: Runtime) -> dict[str, Any]:
+    """What /health says (and the dashboard's cluster view shows)."""
     body: dict[str, Any] = {
         "role": service.role,
         "database": _database(service),
