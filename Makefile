@@ -1,10 +1,15 @@
-# The two commands of the README: `make run` and `make test`. Each sets itself up.
+# The two commands of the README: `make run` and `make test`. Each sets itself up;
+# `make test` also installs Debian's chromium and a Chinese font (apt-get) when they are
+# missing, for the dashboard's browser tests and screenshots (tests/browser.py).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 BIND ?= 127.0.0.1:5000
 WORKERS ?= 2
 PYTEST_ARGS ?=
+CHROMIUM := /usr/bin/chromium
+# The dashboard's Chinese page, drawn in the screenshots: a CJK font, small (5 MB).
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 
 .PHONY: run test lint install install-dev bench bench-quick clean
 
@@ -21,7 +26,7 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 
 install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+install-dev: $(VENV)/.installed-dev $(CHROMIUM) $(CJK_FONT)
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +37,24 @@ $(VENV)/.installed: requirements.txt
 $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+# Debian's, not a browser of Playwright's own (`playwright install` downloads one; that fails here).
+# File targets: nothing runs, nothing prints, once they are there.
+$(CHROMIUM):
+	@$(call apt_install,chromium chromium-driver)
+$(CJK_FONT):
+	@$(call apt_install,fonts-wqy-microhei)
+
+define apt_install
+if [ "$$(id -u)" = 0 ]; then sudo=; \
+elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+else echo "$@ is missing and this is neither root nor has sudo: as root, run" \
+	"apt-get install $(1); the browser tests skip until then (fail under CI=true)."; \
+	exit 0; fi; \
+echo "Installing Debian's $(1) (apt-get)"; \
+$$sudo apt-get update -q && \
+$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(1)
+endef
 
 bench: install ## every benchmark scenario, jobservice against its peers (about 12 minutes; needs MariaDB and Redis)
 	$(BIN)/python -m pip install --quiet -r requirements-bench.txt

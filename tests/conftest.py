@@ -33,6 +33,9 @@ from jobservice.models import JobRun  # noqa: E402
 from tests import jobfuncs  # noqa: E402
 from tests.netproxy import TcpProxy  # noqa: E402
 
+#: `browser` and `page_for`: a real headless Chromium (Debian's), for the dashboard's tests.
+pytest_plugins = ["tests.browser"]
+
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 REDIS_URL = "redis://127.0.0.1:6379/0"
 START_MARIADB = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
