@@ -700,3 +700,64 @@ def test_the_dashboard_in_your_own_app_runs_in_your_app(database_url: str, tmp_p
         assert client.get("/nothing-here").mimetype == "text/html"  # your app's errors stay yours
     finally:
         app.extensions["jobservice"].close()
+
+
+def test_flask_apschedulers_basic_auth_signs_in_with_its_callback(database_url: str, tmp_path: Any) -> None:
+    from flask_apscheduler.auth import HTTPBasicAuth
+
+    from jobservice import APScheduler
+
+    app = Flask("yourapp", instance_path=str(tmp_path))
+    app.config.update(
+        SECRET_KEY=SECRET, SCHEDULER_API_ENABLED=True, SCHEDULER_AUTH=HTTPBasicAuth(),
+        SCHEDULER_AUTOSTART=False, JOBSERVICE_DATABASE_URL=database_url,
+    )  # fmt: skip
+    scheduler = APScheduler()
+    scheduler.init_app(app)
+    scheduler.authenticate(lambda auth: auth["username"] == "ops" and auth["password"] == "s3cret")
+    try:
+        client = app.test_client()
+        assert client.get(f"{UI}/runs").status_code == 302
+        form = client.get(f"{UI}/sign-in").text
+        assert 'name="username"' in form and 'name="token"' not in form
+        csrf = csrf_of(form)
+        wrong = client.post(f"{UI}/sign-in", data={"csrf": csrf, "username": "ops", "password": "guess"})
+        assert wrong.status_code == 401
+        good = client.post(f"{UI}/sign-in", data={"csrf": csrf, "username": "ops", "password": "s3cret"})
+        assert good.status_code == 303
+        assert client.get(f"{UI}/runs").status_code == 200
+        assert client.get("/scheduler/jobs").status_code == 401  # the API wants Basic credentials
+    finally:
+        app.extensions["jobservice"].close()
+
+
+def test_the_pages_say_so_when_the_database_is_unreachable(proxied_app: Any) -> None:
+    app, proxy = proxied_app
+    app.config.update(SECRET_KEY=SECRET)
+    client = app.test_client()
+    assert client.get(UI).status_code in (200, 302)
+    proxy.cut()
+    for path in ("", "/runs", "/jobs/nightly"):
+        response = client.get(UI + path)
+        assert response.status_code == 503 and response.mimetype == "text/html"
+        assert "The database cannot be reached" in response.text
+    cluster = client.get(f"{UI}/cluster")
+    assert cluster.status_code == 200 and "unreachable" in cluster.text
+
+
+def test_outside_production_the_service_keeps_one_secret_key_for_all_its_workers(
+    make_app: Callable[..., Flask], tmp_path: Any
+) -> None:
+    import stat
+
+    from jobservice.standalone import _instance_secret
+
+    key = _instance_secret(tmp_path / "instance")
+    assert key == _instance_secret(tmp_path / "instance") and len(key) >= 32
+    assert stat.S_IMODE((tmp_path / "instance" / "secret_key").stat().st_mode) == 0o600
+    assert not list((tmp_path / "instance").glob(".secret_key.*"))
+    first, second = make_app(), make_app()
+    assert first.config["SECRET_KEY"] and first.config["SECRET_KEY"] == second.config["SECRET_KEY"]
+    production = make_app(ENV_NAME="production", SCHEDULER_API_TOKEN=TOKEN)
+    assert production.config.get("SECRET_KEY") is None
+    assert "jobservice_ui" not in production.blueprints

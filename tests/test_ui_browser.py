@@ -12,6 +12,8 @@ import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,10 +48,9 @@ def api(server: Server, method: str, path: str, body: Any = None) -> tuple[int, 
         return exc.code, json.loads(raw) if raw else None
 
 
-@pytest.fixture(scope="module")
-def service(
-    tmp_path_factory: pytest.TempPathFactory, mariadb_server: Any, redis_url: str
-) -> Iterator[Server]:
+@contextmanager
+def running_service(log_dir: Path, redis_url: str) -> Iterator[Server]:
+    """The service as deployed: production, the dashboard asked for and closed by the token."""
     name = new_mariadb_database()
     env = server_env(
         f"mysql+pymysql://root@127.0.0.1:3306/{name}",
@@ -59,14 +60,22 @@ def service(
         SCHEDULER_UI_ENABLED="true",
         SECRET_KEY=secrets.token_hex(32),
     )
-    env["JOBSERVICE_ENV"] = "production"  # as deployed: the dashboard is asked for, and closed
-    server = gunicorn("ui", env, tmp_path_factory.mktemp("ui"), workers=2).start()
+    env["JOBSERVICE_ENV"] = "production"
+    server = gunicorn("ui", env, log_dir, workers=2).start()
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
         drop_mariadb_database(name)
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, mariadb_server: Any, redis_url: str
+) -> Iterator[Server]:
+    with running_service(tmp_path_factory.mktemp("ui"), redis_url) as server:
+        yield server
 
 
 def add_job(server: Server, job_id: str, **fields: Any) -> dict[str, Any]:
@@ -145,6 +154,25 @@ def test_a_job_added_through_the_api_appears_without_a_reload_then_pause_and_run
     expect(succeeded).to_have_count(1, timeout=15_000)
     status, runs = api(service, "GET", f"/scheduler/jobs/{job_id}/runs")
     assert [run["status"] for run in runs] == ["succeeded"]
+
+
+def test_a_refresh_keeps_the_operators_filters_typing_and_scroll(page_for: PageFor, service: Server) -> None:
+    for n in range(25):
+        add_job(service, f"scroll-{n:02d}")
+    page = signed_in(page_for, service)
+    page.goto(service.url("/scheduler/ui?q=scroll-&show=all"))
+    page.set_viewport_size({"width": 1000, "height": 400})
+    page.get_by_test_id("search").fill("scroll-1")  # typed, not applied yet
+    page.mouse.wheel(0, 600)
+    # Polled from here: the page's Content-Security-Policy refuses Playwright's wait_for_function.
+    scrolled = wait_for(lambda: page.evaluate("window.scrollY") > 300 and page.evaluate("window.scrollY"))
+    status = page.locator("#live-status")
+    first = wait_for(status.text_content)  # the first refresh...
+    wait_for(lambda: status.text_content() not in ("", first), timeout_s=10)  # ...and the next
+    assert page.get_by_test_id("search").input_value() == "scroll-1"
+    assert page.evaluate("window.scrollY") == scrolled
+    assert page.url.endswith("?q=scroll-&show=all")
+    assert row(page, "scroll-24").count() == 1
 
 
 def test_a_failing_jobs_traceback_is_on_its_page(page_for: PageFor, service: Server) -> None:
@@ -243,17 +271,30 @@ def test_times_are_shown_in_the_browsers_zone_with_utc_on_hover(page_for: PageFo
     expect(shown).to_contain_text("8:00:00")  # 20:00 in Shanghai, in the browser's own format
 
 
-def test_screenshots_of_every_view(page_for: PageFor, service: Server) -> None:
-    """The README's pictures, from this service (run with the others, so they stay true)."""
+def test_screenshots_of_every_view(
+    page_for: PageFor, tmp_path: Path, mariadb_server: Any, redis_url: str
+) -> None:
+    """The README's pictures, from a service of their own (each run takes them anew)."""
+    with running_service(tmp_path, redis_url) as service:
+        take_screenshots(page_for, service)
+
+
+def finished(service: Server, job_id: str) -> int:
+    runs = api(service, "GET", f"/scheduler/jobs/{job_id}/runs")[1]
+    return sum(run["status"] not in ("running", "queued") for run in runs)
+
+
+def take_screenshots(page_for: PageFor, service: Server) -> None:
     for n in range(3):
         add_job(service, f"report-{n}", trigger="cron", hour=2 + n, minute=30)
     add_job(service, "sync-inventory", trigger="interval", minutes=5)
     add_job(service, "nightly-export", func="tests.jobfuncs:fail", args=["export bucket is read-only"])
-    for _ in range(6):
+    api(service, "POST", "/scheduler/jobs/report-2/pause")
+    for n in range(1, 7):  # one after the other: each run of sync-inventory succeeds
         api(service, "POST", "/scheduler/jobs/sync-inventory/run")
+        wait_for(lambda n=n: finished(service, "sync-inventory") >= n, timeout_s=20)
     api(service, "POST", "/scheduler/jobs/nightly-export/run")
-    wait_for(lambda: len(api(service, "GET", "/scheduler/jobs/sync-inventory/runs")[1]) >= 6, timeout_s=20)
-    wait_for(lambda: api(service, "GET", "/scheduler/jobs/nightly-export/runs")[1], timeout_s=20)
+    wait_for(lambda: finished(service, "nightly-export") >= 1, timeout_s=20)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = signed_in(page_for, service)
     views = {
