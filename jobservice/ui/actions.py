@@ -15,7 +15,7 @@ from ..jobstore import BrokenJobError
 from ..runtime import current_runtime
 from ..triggers import TRIGGER_FIELDS
 from . import forms
-from .pages import back, render, say
+from .pages import back, refused_page, render, say
 
 
 def register(bp: Blueprint) -> None:
@@ -73,7 +73,7 @@ def edit(job_id: str) -> Response:
     except BrokenJobError:
         stored = None
     if stored is None:
-        return render("jobservice_ui/refused.html", 404, code=404, message=say("not_found", id=job_id))
+        return refused_page(404, say("not_found", id=job_id))
     if request.method == "GET":
         return _form(job_id, forms.values_of(job_dict(stored)), {})
     values = request.form.to_dict()
@@ -84,7 +84,7 @@ def edit(job_id: str) -> Response:
     except ProtectedJob as exc:
         return _form(job_id, values, {"form": exc.message}, 400)
     except JobLookupError:
-        return render("jobservice_ui/refused.html", 404, code=404, message=say("not_found", id=job_id))
+        return refused_page(404, say("not_found", id=job_id))
     return back(url_for(".job", job_id=job_id), "ok", "done.edit", id=job_id)
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -101,12 +101,11 @@ def _common(runtime: Runtime) -> dict[str, Any]:
         "here": request.full_path.rstrip("?"),
         "notice": _take_notice(),
         "refresh_s": REFRESH_S,
-        "timezone": runtime.settings.timezone_name,
     }
 
 
 def say(key: str, **values: Any) -> str:
-    return i18n.translate(g.ui_lang, key, **values)
+    return i18n.translate(g.get("ui_lang", "en"), key, **values)
 
 
 def when(value: datetime | None) -> Any:
@@ -124,13 +123,7 @@ def when(value: datetime | None) -> Any:
 
 def back(default: str, kind: str, key: str, **values: Any) -> Response:
     """Redirect to where the action came from, with a notice for the next page."""
-    target = request.form.get("next", "")
-    prefix = url_for(".jobs")
-    parts = urlsplit(target)
-    ui_root = prefix.rstrip("/")
-    if parts.scheme or parts.netloc or not target.startswith(ui_root) or "\\" in target:
-        target = default
-    response = redirect(target, 303)
+    response = redirect(local_target(request.form.get("next", ""), default), 303)
     notice = URLSafeSerializer(access._key(), salt="jobservice-ui-notice").dumps([kind, key, values])
     response.set_cookie(
         NOTICE_COOKIE,
@@ -160,43 +153,34 @@ def _refusal(status: int, key: str) -> Response:
     message = say(key) if key != "sign_in" else say("sign_in.title")
     if request.accept_mimetypes.best == "application/json":
         return Response(json.dumps({"error_message": message}), status, mimetype="application/json")
-    return Response(
-        render_template("jobservice_ui/refused.html", code=status, message=message, **_bare()),
-        status,
-        mimetype="text/html",
-    )
+    return _outside_page(status, message)
 
 
-def _bare() -> dict[str, Any]:
-    return {
-        "lang": g.ui_lang,
-        "csrf": "",
-        "may_act": False,
-        "signed_in": False,
-        "readonly": False,
-        "here": "",
-        "notice": None,
-        "refresh_s": 0,
-        "timezone": "UTC",
-    }
+def _outside_page(status: int, message: str) -> Response:
+    """A refusal or an error, shown without the session's links and buttons."""
+    context = {"lang": g.get("ui_lang", "en"), "csrf": "", "may_act": False, "signed_in": False,
+               "readonly": False, "here": "", "notice": None, "refresh_s": 0}  # fmt: skip
+    html = render_template("jobservice_ui/refused.html", code=status, message=message, **context)
+    return Response(html, status, mimetype="text/html")
 
 
 def database_down(exc: SQLAlchemyError) -> Response:
-    return Response(
-        render_template("jobservice_ui/refused.html", code=503, message=say("unavailable"), **_bare()),
-        503,
-        mimetype="text/html",
-    )
+    return _outside_page(503, say("unavailable"))
 
 
 def http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    return Response(
-        render_template("jobservice_ui/refused.html", code=status, message=exc.description, **_bare()),
-        status,
-        mimetype="text/html",
-    )
+    return _outside_page(exc.code or 500, exc.description or "")
 
 
-def not_found(message: str) -> None:
-    abort(404, description=message)
+def refused_page(status: int, message: str) -> Response:
+    """A page that says why there is nothing to show (an unknown job, say)."""
+    return render("jobservice_ui/refused.html", status, code=status, message=message)
+
+
+def local_target(target: str, default: str) -> str:
+    """Only a path of the dashboard: a link or a form can never send the browser elsewhere."""
+    root = url_for(".jobs").rstrip("/")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith(root) or "\\" in target:
+        return default
+    return target

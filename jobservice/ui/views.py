@@ -17,7 +17,7 @@ from ..runs import RunFilter, list_runs
 from ..runtime import current_runtime
 from ..triggers import parse_datetime
 from . import access, i18n, queries, words
-from .pages import render, say, when
+from .pages import local_target, refused_page, render, say, when
 
 RUNS_PAGE = 50
 
@@ -58,7 +58,7 @@ def job(job_id: str) -> Response:
     cursor = request.args.get("cursor", type=int)
     items = list_runs(runtime.engine, RunFilter(job_id=job_id, before_id=cursor), RUNS_PAGE)
     if entry is None and not items and cursor is None:
-        return render("jobservice_ui/refused.html", 404, code=404, message=say("not_found", id=job_id))
+        return refused_page(404, say("not_found", id=job_id))
     context: dict[str, Any] = {"job_id": job_id, "entry": None, "broken": None, "fires": []}
     if isinstance(entry, BrokenJob):
         context["broken"] = entry.error
@@ -119,7 +119,7 @@ def sign_in() -> Response:
     """The form; on POST, the credentials once, for a session cookie (never the token)."""
     runtime = current_runtime()
     session: access.Session = g.ui_session
-    target = _local(request.values.get("next", ""))
+    target = local_target(request.values.get("next", ""), url_for(".jobs"))
     if not access.closed(runtime):
         return redirect(target)
     shown = {"target": target, "basic": runtime.settings.auth is not None,
@@ -148,7 +148,7 @@ def sign_out() -> Response:
 
 def language(lang: str) -> Response:
     """The language switch: remembered in a cookie, back to the page it was clicked on."""
-    response = redirect(_local(request.args.get("next", "")))
+    response = redirect(local_target(request.args.get("next", ""), url_for(".jobs")))
     if lang in i18n.TABLES:
         path = f"{current_runtime().settings.api_prefix}/ui"
         response.set_cookie(i18n.COOKIE, lang, max_age=365 * 86400, path=path, samesite="Lax")
@@ -211,11 +211,3 @@ def _choice(name: str, choices: tuple[str, ...]) -> str:
 def _page_number() -> int:
     page = request.args.get("page", 1, type=int)
     return page if page is not None and 1 <= page <= 1_000_000 else 1
-
-
-def _local(target: str) -> str:
-    """Only a path of the dashboard: a sign-in link can never send the browser elsewhere."""
-    root = url_for(".jobs").rstrip("/")
-    if not target.startswith(root) or target.startswith("//") or "\\" in target or "://" in target:
-        return url_for(".jobs")
-    return target
