@@ -117,6 +117,9 @@ class JobRun(Base):
         Index("ix_jobservice_runs_job_id_id", "job_id", "id"),
         Index("ix_jobservice_runs_status_started_at", "status", "started_at"),
         Index("ix_jobservice_runs_status_finished_at", "status", "finished_at"),
+        # The dashboard's time window of runs, and a job's count of duplicate claims prevented.
+        Index("ix_jobservice_runs_scheduled_at", "scheduled_at"),
+        Index("ix_jobservice_runs_job_id_prevented", "job_id", "prevented"),
         MYSQL_TABLE_ARGS,
     )
 
