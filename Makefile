@@ -11,7 +11,7 @@ CHROMIUM := /usr/bin/chromium
 # The dashboard's Chinese page, drawn in the screenshots: a CJK font, small (5 MB).
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 
-.PHONY: run test lint install install-dev bench bench-quick clean
+.PHONY: run test lint install install-dev bench bench-quick bench-dashboard clean
 
 run: install ## set up and serve on the embedded default (SQLite under instance/)
 	$(BIN)/flask --app run db upgrade
@@ -63,6 +63,9 @@ bench: install ## every benchmark scenario, jobservice against its peers (about 
 bench-quick: install ## a reduced run of every benchmark scenario (about 3 minutes)
 	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
+
+bench-dashboard: install ## every dashboard view against 10 000 jobs and 100 000 runs (BENCH_ARGS='--runs 1000000' for a million)
+	$(BIN)/python -m bench.dashboard $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
