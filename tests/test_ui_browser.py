@@ -175,6 +175,23 @@ def test_a_refresh_keeps_the_operators_filters_typing_and_scroll(page_for: PageF
     assert row(page, "scroll-24").count() == 1
 
 
+def test_remove_asks_first_and_a_no_keeps_the_job(page_for: PageFor, service: Server) -> None:
+    job_id = f"removed-{secrets.token_hex(3)}"
+    add_job(service, job_id)
+    page = signed_in(page_for, service)
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    row(page, job_id).get_by_test_id("remove").click()
+    wait_for(lambda: asked)
+    assert job_id in asked[0]
+    assert api(service, "GET", f"/scheduler/jobs/{job_id}")[0] == 200
+    page.once("dialog", lambda dialog: dialog.accept())
+    row(page, job_id).get_by_test_id("remove").click()
+    expect(page.get_by_test_id("notice")).to_contain_text(f"Job {job_id} is removed.")
+    assert api(service, "GET", f"/scheduler/jobs/{job_id}")[0] == 404
+    expect(row(page, job_id)).to_have_count(0)
+
+
 def test_a_failing_jobs_traceback_is_on_its_page(page_for: PageFor, service: Server) -> None:
     job_id = f"failing-{secrets.token_hex(3)}"
     add_job(service, job_id, func="tests.jobfuncs:fail", args=["the disk is full"])
