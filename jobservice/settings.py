@@ -114,8 +114,6 @@ class Settings:
     ui_enabled: bool = False
     #: Signs in to the dashboard to look, not to act.
     ui_readonly_token: str | None = None
-    #: The dashboard may be served without credentials (development, or the operator's choice).
-    ui_allow_anonymous: bool = False
 
     @property
     def has_credentials(self) -> bool:
@@ -208,7 +206,7 @@ def _ui(value: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
             "SECRET_KEY must be set while the dashboard is on (SCHEDULER_UI_ENABLED): "
             "it signs the dashboard's session cookie"
         )
-    return {"ui_enabled": bool(enabled), "ui_readonly_token": readonly, "ui_allow_anonymous": anonymous}
+    return {"ui_enabled": bool(enabled), "ui_readonly_token": readonly}
 
 
 #: Keys read besides SETTINGS: Flask-APScheduler's structured ones, and the app's own database.

@@ -9,14 +9,13 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from ..errors import InvalidJob
-from ..triggers import CRON_FIELDS, INTERVAL_UNITS
+from ..triggers import INTERVAL_UNITS
 
 TRIGGERS = ("cron", "interval", "date")
 #: The cron fields the form shows, in crontab's order (then seconds).
 FORM_CRON = ("minute", "hour", "day", "month", "day_of_week", "second", "year", "week")
 OPTIONS = ("misfire_grace_time", "max_instances", "timeout_s", "retries", "retry_delay_s", "queue")
 NUMERIC = ("misfire_grace_time", "max_instances", "timeout_s", "retries", "retry_delay_s", *INTERVAL_UNITS)
-TEXT = ("id", "name", "func", "run_date", "timezone", "queue", *CRON_FIELDS)
 
 
 def definition(form: MultiDict[str, str], new: bool) -> dict[str, Any]:
