@@ -81,10 +81,12 @@ def server_env(database_url: str, redis_url: str | None, **extra: str) -> dict[s
     return env
 
 
-def http(method: str, url: str, body: Any = None, timeout_s: float = 10.0) -> tuple[int, Any]:
+def http(
+    method: str, url: str, body: Any = None, timeout_s: float = 10.0, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:

@@ -7,10 +7,7 @@ The screenshots in the README (docs/screenshots/) are taken here, from this serv
 
 from __future__ import annotations
 
-import json
 import secrets
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +17,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser import PageFor
-from tests.cluster import ROOT, Server, gunicorn, server_env
+from tests.cluster import ROOT, Server, gunicorn, http, server_env
 from tests.conftest import drop_mariadb_database, new_mariadb_database, wait_for
 
 pytestmark = pytest.mark.processes
@@ -33,19 +30,7 @@ VIEWPORT = {"width": 1280, "height": 800}
 
 def api(server: Server, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """The REST API, with the bearer token (the dashboard's cookie is never sent to it)."""
-    request = urllib.request.Request(
-        server.url(path),
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        return exc.code, json.loads(raw) if raw else None
+    return http(method, server.url(path), body, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 @contextmanager
