@@ -37,6 +37,8 @@ FAR_FUTURE = "2099-01-01T00:00:00+00:00"
 KINDS = ("ours", "naive", "flock", "plain", "celery")
 #: Results key of jobservice with its RQ executor in S1-S5 (beside "ours", its thread executor).
 OURS_RQ = "ours_rq"
+#: Results key of jobservice (thread executor) on the C MySQL driver, mysqlclient (mysql+mysqldb).
+OURS_MYSQLDB = "ours_mysqldb"
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Deployment:
         workers: int = 1,
         rq_workers: int = 0,
         celery_concurrency: int = 2,
+        driver: str = "pymysql",
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
@@ -84,6 +87,8 @@ class Deployment:
         self.ready_dir = log_dir / f"{name}.ready"
         self.n_masters, self.n_workers = masters, workers
         self.n_rq_workers, self.celery_concurrency = rq_workers, celery_concurrency
+        #: jobservice's MySQL driver (its own statements; the job body always uses PyMySQL).
+        self.driver = driver
         #: Every Redis key of its RQ queues or of Celery contains this (the database's name).
         self.redis_prefix = f"{make_url(store_url).database}_"
         self.masters: list[Master] = []
@@ -209,7 +214,7 @@ class Deployment:
         if self.kind == "ours":
             env.update(
                 JOBSERVICE_ENV="testing",
-                DATABASE_URL=self.store_url,
+                DATABASE_URL=self.store_url.replace("mysql+pymysql:", f"mysql+{self.driver}:", 1),
                 REDIS_URL=self.redis_url,
                 JOB_PACKAGES="jobs,bench.benchjobs",
                 SCHEDULER_API_TOKEN="",
@@ -289,8 +294,10 @@ class Deployment:
     @property
     def variant(self) -> str:
         """Its key in the results and in the fires' tags: the kind, or OURS_RQ for jobservice
-        with its RQ executor."""
-        return OURS_RQ if self.kind == "ours" and self.n_rq_workers else self.kind
+        with its RQ executor, OURS_MYSQLDB on mysqlclient."""
+        if self.kind == "ours" and self.n_rq_workers:
+            return OURS_RQ
+        return OURS_MYSQLDB if self.kind == "ours" and self.driver == "mysqldb" else self.kind
 
     @property
     def redis_port(self) -> int:

@@ -5,16 +5,19 @@ Each group starts its deployment, runs the selected scenarios on it and stops it
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
 from .api import a1_listing, a2_writes
 from .cluster import run_cluster
-from .deploy import OURS_RQ
+from .deploy import OURS_MYSQLDB, OURS_RQ
 from .heavy import s6_heavy
 from .plan import Context
+from .report import PLAIN_GRACE1
 from .rqworkers import NO_RQ
 from .service import memory, s3_burst, s4_steady
+from .store import APSCHEDULER_GRACE_S
 
 Results = dict[str, dict[str, dict[str, Any]]]
 #: At most this long between two scenarios on a deployment with RQ workers, for them to finish
@@ -59,6 +62,28 @@ def service_ours(ctx: Context) -> Results:
     return out
 
 
+def service_ours_mysqldb(ctx: Context) -> Results:
+    """S3, S4 and A2 on the same jobservice deployment as `service_ours`, its own statements
+    on mysqlclient (mysql+mysqldb) instead of PyMySQL; the job body is the same (PyMySQL)."""
+    if importlib.util.find_spec("MySQLdb") is None:
+        why = {"not_applicable": "mysqlclient not installed"}
+        return {s: {OURS_MYSQLDB: why} for s in ("S3", *(f"S4-{n}" for n in ctx.plan.s4_sizes), "A2")}
+    d = ctx.deployment("ours", "service-ours_mysqldb", 1, ctx.plan.service_workers, driver="mysqldb")
+    d.start()
+    out: Results = {}
+    try:
+        if ctx.wants("S3"):
+            out["S3"] = {OURS_MYSQLDB: s3_burst(ctx, d)}
+        if ctx.wants("S4"):
+            for n in ctx.plan.s4_sizes:
+                out[f"S4-{n}"] = {OURS_MYSQLDB: s4_steady(ctx, d, n)}
+        if ctx.wants("A2"):
+            out["A2"] = {OURS_MYSQLDB: a2_writes(ctx, d)}
+    finally:
+        d.stop()
+    return out
+
+
 def service_ours_rq(ctx: Context) -> Results:
     """S3 and S4 on the same jobservice deployment as `service_ours` (one master of 4
     workers) with its RQ executor, and its RQ workers beside the master."""
@@ -83,12 +108,13 @@ def service_ours_rq(ctx: Context) -> Results:
 
 
 def service_plain(ctx: Context) -> Results:
-    """S3 (and S4 in the full run) on one plain APScheduler process."""
+    """S3 (and S4 in the full run) on one plain APScheduler process; S3 again with
+    APScheduler's default misfire_grace_time (1 s), for what that drops."""
     d = ctx.deployment("plain", "service-plain", 1, 1).start()
     out: Results = {}
     try:
         if ctx.wants("S3"):
-            out["S3"] = {"plain": s3_burst(ctx, d)}
+            out["S3"] = {"plain": s3_burst(ctx, d), PLAIN_GRACE1: s3_burst(ctx, d, APSCHEDULER_GRACE_S)}
         if ctx.wants("S4") and "plain" in ctx.plan.s4_peers:
             for n in ctx.plan.s4_sizes:
                 out[f"S4-{n}"] = {"plain": s4_steady(ctx, d, n)}
@@ -157,6 +183,7 @@ def groups(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[Context],
         ("cluster FAS flock", ("S1", "S2", "S5"), cluster_group("flock")),
         ("cluster APScheduler x2", ("S1", "S2"), cluster_group("plain")),
         ("service jobservice", ("S3", "S4", "M1", "A1", "A2"), service_ours),
+        ("service jobservice, mysqlclient", ("S3", "S4", "A2"), service_ours_mysqldb),
         ("service jobservice, RQ executor", ("S3", "S4"), service_ours_rq),
         ("service APScheduler", ("S3", "S4") if "plain" in ctx.plan.s4_peers else ("S3",), service_plain),
         ("service FAS naive, 1 worker", naive_one, service_naive_one),

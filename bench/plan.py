@@ -120,7 +120,13 @@ class Context:
         return self.rq_available
 
     def deployment(
-        self, kind: str, name: str, masters: int = 1, workers: int = 1, rq_workers: int = 0
+        self,
+        kind: str,
+        name: str,
+        masters: int = 1,
+        workers: int = 1,
+        rq_workers: int = 0,
+        driver: str = "pymysql",
     ) -> Deployment:
         """A new deployment on a database of its own (not started)."""
         url = self.dbs.create(f"_{len(self.deployments) + 1}")
@@ -135,6 +141,7 @@ class Context:
             workers=workers,
             rq_workers=rq_workers,
             celery_concurrency=self.plan.s6_job_workers,
+            driver=driver,
         )
         self.deployments.append(deployment)
         self.code[name] = source_digest(ROOT)

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .deploy import OURS_RQ
+from .deploy import OURS_MYSQLDB, OURS_RQ
 
 Results = dict[str, dict[str, dict[str, Any]]]
 
+#: Plain APScheduler in S3 with its default misfire_grace_time (1 s): a row for its drops.
+PLAIN_GRACE1 = "plain_grace1"
 PEERS = {
     "plain": "APScheduler",
+    PLAIN_GRACE1: "APScheduler, grace 1 s",
     "naive": "FAS naive",
     "flock": "FAS flock",
     "celery": "Celery",
@@ -25,8 +28,9 @@ PEERS = {
 VARIANTS = {"thread": "thread executor", "rq": "RQ executor"}
 #: jobservice with its RQ executor in S1-S5 (results key OURS_RQ, beside "ours" = thread
 #: executor): one row per figure, after that figure's rows, against APScheduler where measured.
-RQ_LABEL = "RQ executor"
 RQ_PEER = "plain"
+#: Variants of jobservice with a row of their own per figure, after the thread executor's.
+OURS_VARIANTS = {OURS_MYSQLDB: "mysqlclient", OURS_RQ: "RQ executor"}
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,13 @@ FIGURES: dict[str, tuple[Figure, ...]] = {
         Figure("p50_late_ms", "p50 lateness", "ms"),
         Figure("p99_late_ms", "p99 lateness", "ms"),
         Figure("dropped", "dropped"),
+        Figure("sched_cpu_ms_per_fire", "CPU per fire, scheduling process", "ms"),
     ),
     "S4": (
         Figure("fires_per_s", "fires/s", "/s"),
         Figure("p50_late_ms", "p50 lateness", "ms"),
         Figure("p99_late_ms", "p99 lateness", "ms"),
+        Figure("sched_cpu_ms_per_fire", "CPU per fire, scheduling process", "ms"),
     ),
     "S5": (
         Figure("fired", "jobs fired"),
@@ -116,19 +122,21 @@ def ratio(ours: Any, theirs: Any) -> str:
 
 def rows(results: Results) -> list[tuple[str, str, str, str, str, str]]:
     """(scenario, figure, ours, theirs, peer, ratio) for every figure and peer; in S1-S5,
-    jobservice's RQ executor (when measured) gets one more row per figure, against APScheduler."""
+    jobservice's variants (RQ executor, mysqlclient; when measured) get one more row per
+    figure each, against APScheduler (A2: against naive Flask-APScheduler)."""
     out = []
     for scenario in sorted(results, key=_order):
         figures = FIGURES[scenario.split("-")[0]]
         by_peer = results[scenario]
-        peers = [p for p in by_peer if p not in ("ours", OURS_RQ)] or [None]
+        peers = [p for p in by_peer if p != "ours" and p not in OURS_VARIANTS] or [None]
         label = _scenario_label(scenario)
         for figure in figures:
-            if set(by_peer) != {OURS_RQ}:  # the thread executor's rows, as without RQ rows
+            if "ours" in by_peer or not set(by_peer) & set(OURS_VARIANTS):
                 out += [_row(label, figure, by_peer.get("ours", {}), by_peer, peer) for peer in peers]
-            if OURS_RQ in by_peer:
-                peer = RQ_PEER if RQ_PEER in by_peer else None
-                out.append(_row(f"{label} {RQ_LABEL}", figure, by_peer[OURS_RQ], by_peer, peer))
+            for variant, name in OURS_VARIANTS.items():
+                if variant in by_peer:
+                    peer = next((p for p in (RQ_PEER, "naive") if p in by_peer), None)
+                    out.append(_row(f"{label} {name}", figure, by_peer[variant], by_peer, peer))
     return out
 
 

@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile", action="store_true", help="py-spy the jobservice leader during S3 and S4"
     )
     parser.add_argument(
+        "--no-rq", action="store_true", help="leave out the RQ executor's deployments (quicker)"
+    )
+    parser.add_argument(
         "--mysql", default=os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
     )
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     try:
         for name, serves, run in groups(ctx):
-            if not ctx.wants(*serves):
+            if not ctx.wants(*serves) or (args.no_rq and "RQ executor" in name):
                 continue
             log(began, f"{name}: {', '.join(s for s in serves if s in only)}")
             try:
