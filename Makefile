@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`. Each sets itself up;
 # `make test` also installs Debian's chromium and a Chinese font (apt-get) when they are
-# missing, for the dashboard's browser tests and screenshots (tests/browser.py).
+# missing, for the dashboard's browser tests and screenshots (tests/browser.py), and the
+# MariaDB client headers that mysqlclient (the C MySQL driver) compiles against.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,16 +11,22 @@ PYTEST_ARGS ?=
 CHROMIUM := /usr/bin/chromium
 # The dashboard's Chinese page, drawn in the screenshots: a CJK font, small (5 MB).
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+# mysqlclient builds from source (PyPI has no Linux wheel): it needs these headers and gcc.
+MARIADB_HEADERS := /usr/include/mariadb/mysql.h
 
-.PHONY: run test lint install install-dev bench bench-quick bench-dashboard clean
+.PHONY: run test test-mysqlclient lint install install-dev bench bench-quick bench-dashboard clean
 
 run: install ## set up and serve on the embedded default (SQLite under instance/)
 	$(BIN)/flask --app run db upgrade
 	$(BIN)/gunicorn --workers $(WORKERS) --bind $(BIND) run:app  # limits and timeouts: gunicorn.conf.py
 
-test: install-dev ## set up and run the linter and the whole test suite
+test: install-dev ## set up and run the linter and the whole test suite (MariaDB's tests on both drivers)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-mysqlclient
+
+test-mysqlclient: install-dev ## the MariaDB tests again, the service on mysqlclient (mysql+mysqldb)
+	JOBSERVICE_TEST_MYSQL_DRIVER=mysqldb $(BIN)/python -m pytest -m mariadb $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .
@@ -34,7 +41,7 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed $(MARIADB_HEADERS)
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -44,6 +51,8 @@ $(CHROMIUM):
 	@$(call apt_install,chromium chromium-driver)
 $(CJK_FONT):
 	@$(call apt_install,fonts-wqy-microhei)
+$(MARIADB_HEADERS):
+	@$(call apt_install,libmariadb-dev pkg-config gcc)
 
 define apt_install
 if [ "$$(id -u)" = 0 ]; then sudo=; \

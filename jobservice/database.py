@@ -74,6 +74,8 @@ def configure_engine(engine: Engine) -> None:
         event.listen(engine, "reset", _rollback_if_in_transaction)
     if engine.dialect.driver == "pymysql":
         event.listen(engine, "do_connect", _pymysql_connect)
+    if engine.dialect.driver == "mysqldb":
+        event.listen(engine, "do_connect", _mysqldb_connect)
 
 
 def engine_options(url: str, threads: int = 20) -> dict[str, Any]:
@@ -203,12 +205,47 @@ def _end_idle_writes(limit_s: int, dbapi_connection: Any, _record: Any) -> None:
 
 
 def _rollback_if_in_transaction(dbapi_connection: Any, record: Any, state: Any) -> None:
-    """Pool reset for PyMySQL: roll back only what the server reports as an open transaction."""
-    if state.terminate_only:
+    """Pool reset on MySQL/MariaDB: roll back only a transaction that may still be open (one
+    SQLAlchemy did not end, which PyMySQL tells from the server's status; mysqlclient cannot)."""
+    if state.terminate_only or state.transaction_was_reset:
+        return
+    if isinstance(getattr(dbapi_connection, "in_transaction", None), bool):  # mysqlclient, below
+        if dbapi_connection.in_transaction:
+            dbapi_connection.rollback()
         return
     status = getattr(dbapi_connection, "server_status", None)
     if status is None or status & SERVER_STATUS_IN_TRANS:
         dbapi_connection.rollback()
+
+
+def _mysqldb_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+    """A mysqlclient connection that knows whether it may be inside a transaction."""
+    return _tracked_connection_class()(*cargs, **cparams)
+
+
+@functools.cache
+def _tracked_connection_class() -> type:
+    """mysqlclient's Connection, noting whether a statement ran since the last commit or
+    rollback: it cannot ask the server (PyMySQL reads that from every reply), and without
+    knowing, every return to the pool would cost a ROLLBACK round trip."""
+    from MySQLdb.connections import Connection
+
+    class TrackedConnection(Connection):  # type: ignore[misc]
+        in_transaction = False
+
+        def query(self, query: Any) -> None:
+            self.in_transaction = True  # autocommit is off: any statement may open one
+            super().query(query)
+
+        def commit(self) -> None:
+            super().commit()
+            self.in_transaction = False
+
+        def rollback(self) -> None:
+            super().rollback()
+            self.in_transaction = False
+
+    return TrackedConnection
 
 
 def _pymysql_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:

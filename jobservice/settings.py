@@ -146,8 +146,10 @@ def read(config: Mapping[str, Any], import_name: str) -> Settings:
         raise ConfigError("SCHEDULER_EXECUTOR 'rq' needs the rq package: pip install 'jobservice[rq]'")
     if not options.QUEUE_NAME.fullmatch(value["JOBSERVICE_RQ_QUEUE_PREFIX"] + "q"):
         raise ConfigError("JOBSERVICE_RQ_QUEUE_PREFIX may only hold letters, digits, '_', '-' or '.'")
+    database_url = value["JOBSERVICE_DATABASE_URL"] or store_url or config.get("SQLALCHEMY_DATABASE_URI")
+    _check_driver(database_url)
     return Settings(
-        database_url=value["JOBSERVICE_DATABASE_URL"] or store_url or config.get("SQLALCHEMY_DATABASE_URI"),
+        database_url=database_url,
         redis_url=value["JOBSERVICE_REDIS_URL"],
         api_token=value["SCHEDULER_API_TOKEN"],
         lease_s=value["JOBSERVICE_LEADER_LEASE_SECONDS"],
@@ -311,6 +313,11 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+#: The MySQL/MariaDB drivers jobservice is tested with: PyMySQL (pure Python, installed with
+#: it) and mysqlclient (C, `pip install 'jobservice[mysqlclient]'`, needs a compiler).
+MYSQL_DRIVERS = {"pymysql": "PyMySQL", "mysqldb": "mysqlclient"}
+
+
 def _database_url(value: Any) -> str:
     """A SQLAlchemy URL; mysql:// and mariadb:// mean the PyMySQL driver jobservice ships with."""
     try:
@@ -321,9 +328,21 @@ def _database_url(value: Any) -> str:
         ) from None
     if url.drivername in ("mysql", "mariadb"):
         url = url.set(drivername="mysql+pymysql")
-    if url.get_backend_name() not in ("mysql", "mariadb", "sqlite", "postgresql"):
-        raise ValueError("must use mysql+pymysql, sqlite or postgresql")
+    backend = url.get_backend_name()
+    if backend not in ("mysql", "mariadb", "sqlite", "postgresql") or (
+        backend in ("mysql", "mariadb") and url.get_driver_name() not in MYSQL_DRIVERS
+    ):
+        raise ValueError("must use mysql+pymysql, mysql+mysqldb, sqlite or postgresql")
     return url.render_as_string(hide_password=False)
+
+
+def _check_driver(url: str | None) -> None:
+    """mysql+mysqldb needs mysqlclient, which is not installed with jobservice."""
+    if url and make_url(url).get_driver_name() == "mysqldb" and importlib.util.find_spec("MySQLdb") is None:
+        raise ConfigError(
+            "a mysql+mysqldb URL needs the mysqlclient package: pip install 'jobservice[mysqlclient]' "
+            "(it compiles against libmariadb-dev or libmysqlclient-dev), or use mysql+pymysql"
+        )
 
 
 def _redis_url(value: Any) -> str:

@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, select
 
 import config
 from tests import jobfuncs
-from tests.conftest import wait_for
+from tests.conftest import mysql_url, wait_for
 from tests.netproxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,7 +252,7 @@ class PrivateMariaDB:
 
     @property
     def url(self) -> str:
-        return f"mysql+pymysql://root@127.0.0.1:{self.port}/jobservice"
+        return mysql_url("jobservice", self.port)
 
     def install(self) -> PrivateMariaDB:
         data = self.work_dir / "data"

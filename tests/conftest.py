@@ -37,6 +37,11 @@ from tests.netproxy import TcpProxy  # noqa: E402
 pytest_plugins = ["tests.browser"]
 
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+#: The driver the service uses in the MariaDB tests: `make test` runs them with PyMySQL, then
+#: again with mysqlclient (JOBSERVICE_TEST_MYSQL_DRIVER=mysqldb, `make test-mysqlclient`).
+MYSQL_DRIVER = os.environ.get("JOBSERVICE_TEST_MYSQL_DRIVER") or "pymysql"
+if MYSQL_DRIVER not in ("pymysql", "mysqldb"):
+    raise ValueError(f"JOBSERVICE_TEST_MYSQL_DRIVER must be pymysql or mysqldb, not {MYSQL_DRIVER!r}")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 START_MARIADB = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
 START_REDIS = (
@@ -44,6 +49,19 @@ START_REDIS = (
     "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"
 )
 TEST_JOB_PACKAGES = ("jobs", "tests.jobfuncs")
+
+
+#: Fixtures through which a test's service runs on MariaDB.
+MARIADB_FIXTURES = {"mariadb_server", "mariadb_url", "private_mariadb"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests whose service runs on MariaDB (`-m mariadb`: what runs on both drivers)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        uses = MARIADB_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses or "mariadb" in params.values():
+            item.add_marker(pytest.mark.mariadb)
 
 
 def unavailable(what: str, how: str) -> None:
@@ -68,11 +86,21 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: 
 
 @pytest.fixture(scope="session")
 def mariadb_server() -> dict[str, Any]:
+    if MYSQL_DRIVER == "mysqldb":
+        try:
+            import MySQLdb  # noqa: F401
+        except ImportError:
+            unavailable("mysqlclient (MySQLdb)", "make install-dev")
     try:
         pymysql.connect(**MARIADB, connect_timeout=3).close()
     except pymysql.Error:
         unavailable("MariaDB at 127.0.0.1:3306", START_MARIADB)
     return MARIADB
+
+
+def mysql_url(database: str, port: int = 3306, auth: str = "root") -> str:
+    """The service's URL for a database on a MariaDB of 127.0.0.1, with the driver under test."""
+    return f"mysql+{MYSQL_DRIVER}://{auth}@127.0.0.1:{port}/{database}"
 
 
 def new_mariadb_database() -> str:
@@ -91,7 +119,7 @@ def drop_mariadb_database(name: str) -> None:
 def mariadb_url(mariadb_server: dict[str, Any]) -> Iterator[str]:
     """A database of this test's own, dropped afterwards."""
     name = new_mariadb_database()
-    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    yield mysql_url(name)
     drop_mariadb_database(name)
 
 

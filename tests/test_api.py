@@ -22,6 +22,7 @@ from tests.conftest import (
     close_app,
     drop_mariadb_database,
     engine,
+    mysql_url,
     new_mariadb_database,
     session,
     settings,
@@ -421,7 +422,7 @@ def shared_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     else:
         request.getfixturevalue("mariadb_server")
         database = new_mariadb_database()
-        url = f"mysql+pymysql://root@127.0.0.1:3306/{database}"
+        url = mysql_url(database)
     app = create_app(settings(url))
     with app.app_context():
         app.extensions["jobservice"].reconcile()  # declares jobservice-maintenance, as a server would

@@ -104,7 +104,16 @@ def test_values_are_parsed_and_typed() -> None:
         ("SCHEDULER_MAX_WORKERS", "many", "SCHEDULER_MAX_WORKERS must be a whole number"),
         ("SCHEDULER_MISFIRE_GRACE_TIME", "-1", "SCHEDULER_MISFIRE_GRACE_TIME must be between"),
         ("REDIS_URL", "http://cache:6379", "REDIS_URL must start with redis://"),
-        ("DATABASE_URL", "oracle://scott:tiger@db/orcl", "DATABASE_URL must use mysql+pymysql"),
+        (
+            "DATABASE_URL",
+            "oracle://scott:tiger@db/orcl",
+            "DATABASE_URL must use mysql+pymysql, mysql+mysqldb",
+        ),
+        (
+            "DATABASE_URL",
+            "mysql+mysqlconnector://root@db/jobs",
+            "DATABASE_URL must use mysql+pymysql, mysql+mysqldb",
+        ),
         ("LOG_LEVEL", "loud", "LOG_LEVEL must be one of"),
     ],
 )

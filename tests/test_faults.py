@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from jobservice.models import ClusterState, JobRun, jobs_table
 from tests.cluster import Cluster, PrivateMariaDB, Server, overlaps
-from tests.conftest import drop_mariadb_database, new_mariadb_database, wait_for
+from tests.conftest import drop_mariadb_database, mysql_url, new_mariadb_database, wait_for
 
 pytestmark = pytest.mark.processes
 
@@ -181,7 +181,7 @@ def superseded_writes(cluster: Cluster) -> list[str]:
 def probe_url(mariadb_server: dict[str, Any]) -> Iterator[str]:
     """The probe's own database on the shared MariaDB: it stays up whatever the test breaks."""
     name = new_mariadb_database()
-    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    yield mysql_url(name)
     drop_mariadb_database(name)
 
 

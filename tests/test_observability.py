@@ -28,6 +28,7 @@ from tests.conftest import (
     close_app,
     finished_runs,
     leading_app,
+    mysql_url,
     session,
     settings,
     soon,
@@ -136,7 +137,7 @@ def test_no_token_or_database_password_in_logs_errors_health_or_metrics(
     user, password = password_user
     proxy = TcpProxy("127.0.0.1", 3306)
     database = mariadb_url.rsplit("/", 1)[1]
-    url = f"mysql+pymysql://{user}:{password}@127.0.0.1:{proxy.port}/{database}"
+    url = mysql_url(database, proxy.port, f"{user}:{password}")
     app = create_app(settings(url, SCHEDULER_API_TOKEN=TOKEN, SCHEDULER_AUTOSTART=True))
     try:
         client = app.test_client()

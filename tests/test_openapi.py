@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 from werkzeug.test import TestResponse
 
 from jobservice import create_app
-from tests.conftest import close_app, drop_mariadb_database, new_mariadb_database
+from tests.conftest import close_app, drop_mariadb_database, mysql_url, new_mariadb_database
 from tests.conftest import settings as app_settings
 from tests.netproxy import TcpProxy
 from tests.test_api import snapshot
@@ -165,7 +165,7 @@ def fuzz_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     else:
         request.getfixturevalue("mariadb_server")
         database = new_mariadb_database()
-        url = f"mysql+pymysql://root@127.0.0.1:3306/{database}"
+        url = mysql_url(database)
     app = create_app(app_settings(url))
     app.test_client().post(
         "/scheduler/jobs",

@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser import PageFor
 from tests.cluster import ROOT, Server, gunicorn, http, server_env
-from tests.conftest import drop_mariadb_database, new_mariadb_database, wait_for
+from tests.conftest import drop_mariadb_database, mysql_url, new_mariadb_database, wait_for
 
 pytestmark = pytest.mark.processes
 
@@ -38,7 +38,7 @@ def running_service(log_dir: Path, redis_url: str) -> Iterator[Server]:
     """The service as deployed: production, the dashboard asked for and closed by the token."""
     name = new_mariadb_database()
     env = server_env(
-        f"mysql+pymysql://root@127.0.0.1:3306/{name}",
+        mysql_url(name),
         redis_url,
         SCHEDULER_API_TOKEN=TOKEN,
         SCHEDULER_UI_READONLY_TOKEN=READONLY,
