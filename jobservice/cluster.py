@@ -13,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from . import fencing
-from .models import ClusterState, utcnow
+from .models import cluster_table, utcnow
 
-state = ClusterState.__table__
+state = cluster_table
 ROW_ID = 1
 RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
 

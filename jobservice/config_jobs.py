@@ -22,12 +22,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 
 from .errors import ConfigError, InvalidJob
-from .models import DeclaredJob, utcnow
+from .models import declared_table, utcnow
 from .rules import JobRules
 from .scheduler import RESCHEDULE, ClusterScheduler
 
 logger = logging.getLogger(__name__)
-declared = DeclaredJob.__table__
+declared = declared_table
 
 
 @dataclass

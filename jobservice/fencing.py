@@ -21,9 +21,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
-from .models import ClusterState, utcnow
+from .models import cluster_table, utcnow
 
-state = ClusterState.__table__
+state = cluster_table
 ROW_ID = 1
 _RECORDED = select(state.c.fence).where(state.c.id == ROW_ID)
 _CHECK = _RECORDED.with_for_update(read=True)

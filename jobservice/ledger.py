@@ -38,9 +38,20 @@ from sqlalchemy.sql import Insert
 
 from . import fencing
 from .identity import worker_id
-from .models import ACTIVE, MANUAL, MISSED, MYSQL, RUNNING, SKIPPED, JobRun, UTCDateTime, jobs_table, utcnow
+from .models import (
+    ACTIVE,
+    MANUAL,
+    MISSED,
+    MYSQL,
+    RUNNING,
+    SKIPPED,
+    UTCDateTime,
+    jobs_table,
+    runs_table,
+    utcnow,
+)
 
-runs = JobRun.__table__
+runs = runs_table
 #: A claim of our own fence, unstarted this long and not in our executor, was left behind
 #: (a start that failed, a claim whose commit outcome was unknown): adopt it again.
 LEFT_BEHIND_S = 2

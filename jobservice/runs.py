@@ -11,9 +11,9 @@ from flask import current_app
 from sqlalchemy import Row, bindparam, delete, func, select
 from sqlalchemy.engine import Engine
 
-from .models import ACTIVE, OVERRUNNING, SKIPPED, JobRun, utcnow
+from .models import ACTIVE, OVERRUNNING, SKIPPED, runs_table, utcnow
 
-runs = JobRun.__table__
+runs = runs_table
 PURGE_BATCH = 5000
 #: Where the app keeps its jobservice Runtime (runtime.EXTENSION; this module is below it).
 EXTENSION = "jobservice"

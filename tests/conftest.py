@@ -29,9 +29,9 @@ for _name in config.VARIABLES:
 os.environ["JOBSERVICE_ENV"] = "testing"
 
 from jobservice import create_app  # noqa: E402
-from jobservice.models import JobRun  # noqa: E402
 from tests import jobfuncs  # noqa: E402
 from tests.netproxy import TcpProxy  # noqa: E402
+from tests.orm import JobRun  # noqa: E402
 
 #: `browser` and `page_for`: a real headless Chromium (Debian's), for the dashboard's tests.
 pytest_plugins = ["tests.browser"]

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from jobservice import create_app
-from jobservice.models import ClusterState, JobRun, jobs_table
+from jobservice.models import jobs_table
 from tests.conftest import (
     changed_settings,
     close_app,
@@ -27,6 +27,7 @@ from tests.conftest import (
     session,
     settings,
 )
+from tests.orm import ClusterState, JobRun
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 NOOP = "tests.jobfuncs:noop"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Flask
 from sqlalchemy import select
 
-from jobservice.models import JobRun
 from tests.conftest import session
+from tests.orm import JobRun
 
 
 def test_app_apscheduler_reaches_the_shared_store(app: Flask) -> None:

@@ -27,9 +27,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from jobservice.models import ClusterState, JobRun, jobs_table
+from jobservice.models import jobs_table
 from tests.cluster import Cluster, PrivateMariaDB, Server, overlaps
 from tests.conftest import drop_mariadb_database, mysql_url, new_mariadb_database, wait_for
+from tests.orm import ClusterState, JobRun
 
 pytestmark = pytest.mark.processes
 

@@ -19,8 +19,9 @@ from sqlalchemy import func, select
 from jobservice import fencing
 from jobservice.fencing import FencedOut
 from jobservice.ledger import RunKey
-from jobservice.models import ClusterState, JobRun, jobs_table
+from jobservice.models import jobs_table
 from tests.conftest import engine, finished_runs, leading_app, session, wait_for
+from tests.orm import ClusterState, JobRun
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 

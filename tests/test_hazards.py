@@ -27,9 +27,9 @@ from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from jobservice.models import JobRun
 from tests import jobfuncs
 from tests.conftest import session, wait_for
+from tests.orm import JobRun
 
 PLAIN = pytest.param(
     "plain",

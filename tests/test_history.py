@@ -8,8 +8,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from jobservice.models import JobRun
 from tests.conftest import session
+from tests.orm import JobRun
 
 BASE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

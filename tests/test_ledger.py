@@ -8,8 +8,8 @@ from flask import Flask
 from sqlalchemy import select
 
 from jobservice.ledger import RunKey, RunLedger
-from jobservice.models import JobRun
 from tests.conftest import engine, session
+from tests.orm import JobRun
 
 
 def test_claiming_many_keys_at_once_wins_each_exactly_once(app: Flask) -> None:

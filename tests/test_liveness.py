@@ -17,9 +17,10 @@ import pytest
 from flask import Flask
 from sqlalchemy import insert
 
-from jobservice.models import JobRun, utcnow
+from jobservice.models import utcnow
 from tests import jobfuncs
 from tests.conftest import finished_runs, leading_app, runs, session, wait_for
+from tests.orm import JobRun
 
 LEASE_S = 0.5
 DEAD_AFTER_S = 5 * LEASE_S

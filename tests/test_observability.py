@@ -21,7 +21,6 @@ from sqlalchemy import func, insert, select
 from jobservice import create_app, maintenance, metrics
 from jobservice.ledger import RunKey
 from jobservice.logs import JsonFormatter
-from jobservice.models import JobRun
 from tests.conftest import (
     MARIADB,
     changed_settings,
@@ -35,6 +34,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.netproxy import TcpProxy
+from tests.orm import JobRun
 
 TOKEN = "metrics-token-0123456789abcdef"
 

@@ -14,10 +14,11 @@ import pytest
 from flask import Flask
 
 from jobservice.errors import ConfigError
-from jobservice.models import JobRun, utcnow
+from jobservice.models import utcnow
 from jobservice.options import RetryPolicy
 from tests.conftest import engine, finished_runs, leading_app, runs, session, soon, wait_for
 from tests.jobfuncs import fires, metadata
+from tests.orm import JobRun
 
 
 def add(app: Flask, **fields: object) -> dict:

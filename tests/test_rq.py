@@ -20,10 +20,10 @@ from rq import Queue
 from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
-from jobservice.models import JobRun
 from jobservice.rqexec import PERFORM
 from tests.cluster import BIN, Cluster, Server, overlaps, server_env
 from tests.conftest import wait_for
+from tests.orm import JobRun
 
 pytestmark = pytest.mark.processes
 
