@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, exists, func, literal, literal_column, or_, select, tuple_
+from sqlalchemy import bindparam, exists, func, literal, literal_column, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Insert
 
@@ -80,13 +80,13 @@ _LOCK_JOBS = (
 _PAUSED = select(jobs_table.c.id).where(
     jobs_table.c.id == runs.c.job_id, jobs_table.c.next_run_time.is_(None)
 )
-#: By primary key (cheap to render and to look up, whatever the batch size), each row
-#: with its own claim token as the compare-and-set.
+#: By primary key (cheap to render and to look up, whatever the batch size), with the claim
+#: token as the compare-and-set: one statement per token (a pass's claims share one).
 _START = (
     runs.update()
     .where(
         runs.c.id.in_(bindparam("ids", expanding=True)),
-        tuple_(runs.c.id, runs.c.claim).in_(bindparam("rows", expanding=True)),
+        runs.c.claim == bindparam("token"),
         runs.c.started_at.is_(None),
         or_(runs.c.trigger == MANUAL, ~exists(_PAUSED)),
     )
@@ -212,9 +212,14 @@ class RunLedger:
                     fencing.check(conn, fence)
                 return Starts({}, busy)
             by_row = {(claim.run_id, claim.token): claim for claim in allowed}
+            by_token: dict[str, list[int]] = defaultdict(list)
+            for run_id, token in sorted(by_row):
+                by_token[token].append(run_id)
+            matched, worker = 0, worker_id()
+            for token, token_ids in by_token.items():
+                params = {"ids": token_ids, "token": token, "started_at": started_at, "worker": worker}
+                matched += conn.execute(_START, params).rowcount
             ids = sorted({run_id for run_id, _ in by_row})
-            params = {"ids": ids, "rows": list(by_row), "started_at": started_at, "worker": worker_id()}
-            matched = conn.execute(_START, params).rowcount
             if fence is not None:
                 fencing.check(conn, fence)
             if matched == len(by_row):  # all of them, as almost always: no need to ask which

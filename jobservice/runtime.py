@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EXTENSION = "jobservice"
+#: Verdicts on job functions kept per process (a run looks its function's up when it starts).
+MAX_CACHED_REFUSALS = 10_000
 #: Processes touch their runs in progress this many times per lease...
 BEATS_PER_LEASE = 2
 #: ...and the leader closes a run whose heartbeat stopped for this many leases. More than
@@ -72,6 +74,7 @@ class Runtime:
         self.recorder = Recorder(engine, self.notify)
         self.cluster = Cluster(engine)
         self.rules = JobRules(settings.job_packages, self.timezone, executors=("default",))
+        self._refusals: dict[str, str | None] = {}
         # JOBS are checked in every process (a bad one stops any start-up, commands included).
         self._declared_context = {"timezone": settings.timezone_name, "defaults": settings.job_defaults}
         #: The service's own jobs live outside the job packages and are declared only by it.
@@ -331,9 +334,14 @@ class Runtime:
         """Why a stored job's function may not run (outside the job packages), if it may not.
         Checked when each run starts: a row written by older code, or an adopted
         Flask-APScheduler table, must not run what the API would refuse."""
-        if self.service_rules.refusal(func_ref) is None:
-            return None
-        return self.rules.refusal(func_ref)
+        try:
+            return self._refusals[func_ref]
+        except KeyError:
+            pass
+        refused = None if self.service_rules.refusal(func_ref) is None else self.rules.refusal(func_ref)
+        if len(self._refusals) < MAX_CACHED_REFUSALS:  # the rules never change while it serves
+            self._refusals[func_ref] = refused
+        return refused
 
     def _on_message(self, message: str) -> None:
         if message == RELEASED:

@@ -3,7 +3,9 @@
 A run may only start once its claim is marked started in the database (that is what
 makes an adopted run impossible to start twice). One commit per run would spend a
 burst in commits, twenty threads each waiting for its own; here whoever is waiting
-rides the next transaction, and a lone run waits for just one, as before.
+rides the next transaction. In a burst the job threads come back for their next run one
+after another, so the gate gathers for GATHER_S before it writes: a batch of ten costs
+what a batch of one does (four statements), and a lone run starts GATHER_S later.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from .ledger import Claim, RunLedger
 
 MAX_BATCH = 500
+#: How long the gate waits for more runs to start once one is waiting (in a burst, the
+#: job threads return within a run's duration of each other).
+GATHER_S = 0.002
 #: What `start` answers for a run that would exceed its job's max_instances.
 BUSY = "busy"
 
@@ -63,9 +69,10 @@ class StartGate:
     def _loop(self, tickets: queue.SimpleQueue[_Ticket]) -> None:
         while True:
             batch = [tickets.get()]
+            deadline = time.monotonic() + GATHER_S
             while len(batch) < MAX_BATCH:
                 try:
-                    batch.append(tickets.get_nowait())
+                    batch.append(tickets.get(timeout=max(deadline - time.monotonic(), 0.0)))
                 except queue.Empty:
                     break
             limits = {ticket.claim.key.job_id: ticket.limit for ticket in batch}

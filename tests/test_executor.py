@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from flask import Flask, g, has_app_context
 
 from jobservice.identity import worker_id
+from jobservice.runner import resolve
 from tests.conftest import finished_runs, fires, leading_app, runs, soon, wait_for
 
 
@@ -133,3 +139,31 @@ def test_listener_events_carry_job_and_scheduled_time(make_app: Callable[..., Fl
     [event] = wait_for(lambda: events)
     assert event.job_id == "ev" and isinstance(event.exception, RuntimeError)
     assert "RuntimeError" in event.traceback
+
+
+def test_a_run_finds_its_function_while_another_thread_is_still_importing_its_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first runs of a burst start together: a module half-way through its import (in
+    sys.modules, its functions not yet defined) must be waited for, not looked into."""
+    package = tmp_path / "slowjobs_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "slow.py").write_text("import time\ntime.sleep(0.5)\n\ndef job():\n    return 'ran'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importer = threading.Thread(target=importlib.import_module, args=("slowjobs_pkg.slow",))
+    importer.start()
+    wait_for(lambda: "slowjobs_pkg.slow" in sys.modules, timeout_s=5, interval_s=0.001)
+    try:
+        assert resolve("slowjobs_pkg.slow:job")() == "ran"
+    finally:
+        importer.join()
+        sys.modules.pop("slowjobs_pkg.slow", None)
+        sys.modules.pop("slowjobs_pkg", None)
+
+
+def test_resolving_a_missing_function_says_what_apscheduler_says() -> None:
+    with pytest.raises(LookupError, match="could not import module"):
+        resolve("tests.no_such_module:job")
+    with pytest.raises(LookupError, match="error looking up object"):
+        resolve("tests.jobfuncs:no_such_function")
