@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from flask import Flask
 import config
 from config import ConfigError, load_config
 from jobservice import create_app
+from jobservice import settings as jobservice_settings
 
 
 def env(**values: str) -> dict[str, str]:
@@ -164,3 +166,25 @@ def test_settings_list_is_exactly_what_config_reads_and_env_example_documents() 
     example = Path(config.__file__).with_name(".env.example").read_text()
     for name in config.VARIABLES:
         assert f"{name}=" in example, f"{name} is missing from .env.example"
+
+
+def test_a_mysqlclient_url_without_mysqlclient_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "MySQLdb" else real(name, *a)
+    )
+    with pytest.raises(
+        ConfigError, match=r"needs the mysqlclient package: pip install 'jobservice\[mysqlclient\]'"
+    ):
+        jobservice_settings.read({"JOBSERVICE_DATABASE_URL": "mysql+mysqldb://root@db:3306/jobs"}, "run")
+    for key in ("JOBSERVICE_DATABASE_URL", "SQLALCHEMY_DATABASE_URI"):  # every door
+        with pytest.raises(ConfigError, match="mysqlclient"):
+            jobservice_settings.read({key: "mysql+mysqldb://root@db:3306/jobs"}, "run")
+    assert jobservice_settings.read({"JOBSERVICE_DATABASE_URL": "mysql+pymysql://root@db:3306/jobs"}, "run")
+
+
+@pytest.mark.parametrize("scheme", ["mysql+pymysql", "mysql+mysqldb", "mariadb+mysqldb", "mysql"])
+def test_both_mysql_drivers_are_accepted(scheme: str) -> None:
+    settings = jobservice_settings.read({"JOBSERVICE_DATABASE_URL": f"{scheme}://root@db:3306/jobs"}, "run")
+    driver = "mysqldb" if "mysqldb" in scheme else "pymysql"
+    assert f"+{driver}://" in settings.database_url
