@@ -127,16 +127,16 @@ def a1_listing(ctx: Context, d: Deployment) -> dict[str, Any]:
     out: dict[str, Any] = {"jobs": n, "insert_s": round(time.monotonic() - began, 1)}
     port = d.masters[0].port
     if d.kind == "ours":
-        out |= _timed(port, "/scheduler/jobs?limit=100&offset=0", ctx.plan.a1_requests, 10.0, expect=100)
+        out |= timed_get(port, "/scheduler/jobs?limit=100&offset=0", ctx.plan.a1_requests, 10.0, expect=100)
     # The whole list: all Flask-APScheduler can do (it has no paging); capped, it is slow.
-    whole = _timed(
+    whole = timed_get(
         port, "/scheduler/jobs", ctx.plan.a1_full_attempts, ctx.plan.a1_full_timeout_s, expect=n, warm=0
     )
     out |= {f"all_{k}": v for k, v in whole.items()}
     return out
 
 
-def _timed(
+def timed_get(
     port: int, path: str, count: int, timeout_s: float, expect: int, warm: int = WARM_UP_REQUESTS
 ) -> dict:
     """GET `path` (after `warm` untimed requests) `count` times; latency percentiles in ms."""

@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 #: Settings jobservice reads; ours are set explicitly, inherited ones are dropped.
 SERVICE_VARS = (
     "JOBSERVICE_ENV", "DATABASE_URL", "REDIS_URL", "LEADER_LEASE_SECONDS", "JOB_PACKAGES",
-    "RUN_RETENTION_DAYS", "DB_AUTO_UPGRADE", "LOG_LEVEL", "RQ_QUEUE_PREFIX",
+    "RUN_RETENTION_DAYS", "RUN_RETENTION_PER_JOB", "DB_AUTO_UPGRADE", "LOG_LEVEL", "RQ_QUEUE_PREFIX",
 )  # fmt: skip
 REDIS_PORT_DEFAULT = 6379
 READY_TIMEOUT_S = 90.0
@@ -78,6 +78,7 @@ class Deployment:
         rq_workers: int = 0,
         celery_concurrency: int = 2,
         driver: str = "pymysql",
+        env: dict[str, str] | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
@@ -89,6 +90,8 @@ class Deployment:
         self.n_rq_workers, self.celery_concurrency = rq_workers, celery_concurrency
         #: jobservice's MySQL driver (its own statements; the job body always uses PyMySQL).
         self.driver = driver
+        #: More settings of jobservice's (S7's retention), beside those every deployment gets.
+        self.extra_env = dict(env or {})
         #: Every Redis key of its RQ queues or of Celery contains this (the database's name).
         self.redis_prefix = f"{make_url(store_url).database}_"
         self.masters: list[Master] = []
@@ -220,6 +223,7 @@ class Deployment:
                 SCHEDULER_API_TOKEN="",
                 LOG_LEVEL="warning",
             )
+            env.update(self.extra_env)
         if self.kind == "ours" and self.n_rq_workers:
             # RQ_QUEUE_PREFIX fills jobservice's JOBSERVICE_RQ_QUEUE_PREFIX.
             env.update(SCHEDULER_EXECUTOR="rq", RQ_QUEUE_PREFIX=self.redis_prefix)

@@ -16,6 +16,7 @@ from .heavy import s6_heavy
 from .plan import Context
 from .report import PLAIN_GRACE1
 from .rqworkers import NO_RQ
+from .scale import s7_scale
 from .service import memory, s3_burst, s4_steady
 from .store import APSCHEDULER_GRACE_S
 
@@ -192,4 +193,5 @@ def groups(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[Context],
         ("heavy jobservice, RQ executor", ("S6",), heavy_group("ours", "rq")),
         ("heavy APScheduler", ("S6",), heavy_group("plain", "thread")),
         ("heavy Celery", ("S6",), heavy_group("celery", "rq")),
+        ("scale jobservice, small store then large store", ("S7",), s7_scale),
     ]

@@ -12,7 +12,7 @@ from .procs import ROOT
 from .report import source_digest
 from .store import Databases
 
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "A1", "A2", "M1", "S6")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "A1", "A2", "M1", "S6", "S7")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,16 @@ class Plan:
     a2_clients: int
     s6_jobs: int
     s6_lead_s: float
+    #: S7: the large store's jobs (all interval jobs, every s7_jobs / s7_due_per_s seconds,
+    #: staggered) and run history, of which s7_old_runs are older than the retention.
+    s7_jobs: int
+    s7_due_per_s: int  # fires due each second, in both stores (the small one: that many jobs every 1 s)
+    s7_history: int
+    s7_old_runs: int
+    s7_small_history: int
+    s7_s: int  # each measured window of steady fires
+    s7_requests: int  # timed GETs of each first page
+    s7_purge_timeout_s: float  # the purge is waited for at most this long
     s6_burn_ms: float = 50.0  # CPU each S6 job burns
     s6_job_workers: int = 2  # Celery's prefork concurrency in S6
     rq_workers: int = 2  # RQ workers beside jobservice's RQ deployments (S1-S5 RQ rows, S6)
@@ -67,6 +77,16 @@ FULL = Plan(
     a2_clients=8,
     s6_jobs=200,
     s6_lead_s=4.0,
+    # 1 % of 100 000 each second would be 1000 fires/s, more than the leader runs on 2
+    # cores (about 500/s, S4): every job is due once per 200 s instead, 0.5 % a second.
+    s7_jobs=100_000,
+    s7_due_per_s=500,
+    s7_history=10_000_000,
+    s7_old_runs=1_000_000,
+    s7_small_history=10_000,
+    s7_s=10,
+    s7_requests=20,
+    s7_purge_timeout_s=1800.0,
 )
 
 QUICK = Plan(
@@ -89,6 +109,14 @@ QUICK = Plan(
     a2_clients=8,
     s6_jobs=60,
     s6_lead_s=2.0,
+    s7_jobs=10_000,
+    s7_due_per_s=100,
+    s7_history=1_000_000,
+    s7_old_runs=100_000,
+    s7_small_history=10_000,
+    s7_s=3,
+    s7_requests=20,
+    s7_purge_timeout_s=300.0,
 )
 
 
@@ -127,8 +155,9 @@ class Context:
         workers: int = 1,
         rq_workers: int = 0,
         driver: str = "pymysql",
+        env: dict[str, str] | None = None,
     ) -> Deployment:
-        """A new deployment on a database of its own (not started)."""
+        """A new deployment on a database of its own (not started); `env`: more settings."""
         url = self.dbs.create(f"_{len(self.deployments) + 1}")
         deployment = Deployment(
             kind,
@@ -142,6 +171,7 @@ class Context:
             rq_workers=rq_workers,
             celery_concurrency=self.plan.s6_job_workers,
             driver=driver,
+            env=env,
         )
         self.deployments.append(deployment)
         self.code[name] = source_digest(ROOT)

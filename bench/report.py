@@ -23,9 +23,15 @@ PEERS = {
     "naive": "FAS naive",
     "flock": "FAS flock",
     "celery": "Celery",
+    # S7: "ours" is the large store; the small store (and, during the purge, the large one
+    # without it) is the comparison.
+    "small": "small store",
+    "large_steady": "large, no purge",
 }
 #: Scenarios with variants of jobservice besides sizes (S6-thread, S6-rq), in this order.
 VARIANTS = {"thread": "thread executor", "rq": "RQ executor"}
+#: S7's parts besides the steady load on each store.
+PARTS = {"purge": "large store, during the purge"}
 #: jobservice with its RQ executor in S1-S5 (results key OURS_RQ, beside "ours" = thread
 #: executor): one row per figure, after that figure's rows, against APScheduler where measured.
 RQ_PEER = "plain"
@@ -95,6 +101,30 @@ FIGURES: dict[str, tuple[Figure, ...]] = {
         Figure("cpu_s", "CPU, schedulers + job workers", "s"),
         Figure("dropped", "dropped"),
     ),
+    "S7": (
+        Figure("fires_per_s", "fires/s (due each second: S7's due_per_s)", "/s"),
+        Figure("p50_late_ms", "p50 lateness", "ms"),
+        Figure("p99_late_ms", "p99 lateness", "ms"),
+        Figure("sched_cpu_ms_per_fire", "pass cost: leader CPU per fire", "ms"),
+        Figure("db_cpu_ms_per_fire", "MariaDB CPU per fire", "ms"),
+        Figure("db_disk_reads_per_s", "MariaDB pages read from disk (server-wide)", "/s"),
+        Figure("missed", "fire times missed (past their grace)"),
+        Figure("runs_p50_ms", "GET /scheduler/runs first page p50", "ms"),
+        Figure("runs_p99_ms", "GET /scheduler/runs first page p99", "ms"),
+        Figure("job_runs_p50_ms", "GET a job's runs first page p50", "ms"),
+        Figure("job_runs_p99_ms", "GET a job's runs first page p99", "ms"),
+    ),
+    "S7-purge": (
+        Figure("fires_per_s", "fires/s", "/s"),
+        Figure("p50_late_ms", "p50 lateness", "ms"),
+        Figure("p99_late_ms", "p99 lateness", "ms"),
+        Figure("sched_cpu_ms_per_fire", "leader CPU per fire", "ms"),
+        Figure("db_cpu_ms_per_fire", "MariaDB CPU per fire", "ms"),
+        Figure("db_disk_reads_per_s", "MariaDB pages read from disk (server-wide)", "/s"),
+        Figure("missed", "fire times missed (past their grace)"),
+        Figure("purge_s", "maintenance run (purge) took", "s"),
+        Figure("deleted", "old runs deleted"),
+    ),
 }
 
 
@@ -126,7 +156,7 @@ def rows(results: Results) -> list[tuple[str, str, str, str, str, str]]:
     figure each, against APScheduler (A2: against naive Flask-APScheduler)."""
     out = []
     for scenario in sorted(results, key=_order):
-        figures = FIGURES[scenario.split("-")[0]]
+        figures = FIGURES.get(scenario) or FIGURES[scenario.split("-")[0]]
         by_peer = results[scenario]
         peers = [p for p in by_peer if p != "ours" and p not in OURS_VARIANTS] or [None]
         label = _scenario_label(scenario)
@@ -168,8 +198,11 @@ def _value(figures: dict[str, Any], key: str, unit: str) -> str:
 
 def _order(scenario: str) -> tuple[int, int]:
     head, _, size = scenario.partition("-")
-    order = ("S1", "S2", "S3", "S4", "S5", "A1", "A2", "M1", "S6")
-    variant = list(VARIANTS).index(size) if size in VARIANTS else int(size or 0)
+    order = ("S1", "S2", "S3", "S4", "S5", "A1", "A2", "M1", "S6", "S7")
+    if size in VARIANTS:
+        variant = list(VARIANTS).index(size)
+    else:
+        variant = list(PARTS).index(size) + 1 if size in PARTS else int(size or 0)
     return order.index(head), variant
 
 
@@ -177,6 +210,10 @@ def _scenario_label(scenario: str) -> str:
     head, _, size = scenario.partition("-")
     if size in VARIANTS:
         return f"{head} {VARIANTS[size]}"
+    if size in PARTS:
+        return f"{head} {PARTS[size]}"
+    if head == "S7":
+        return "S7 large store"
     return f"{head} N={size}" if size else head
 
 
@@ -241,6 +278,68 @@ def _api_cell(f: dict[str, Any]) -> str:
     if isinstance(f.get("api_p99_leader_ms"), str):
         return str(f["api_p99_leader_ms"])
     return f"{fmt(f.get('api_p99_leader_ms'), 'ms')} ({f.get('api_leader_requests')})"
+
+
+# S7, below the table --------------------------------------------------------------------------
+
+
+def scale_lines(results: Results) -> list[str]:
+    """S7's stores, seeding, purge and the plans of its statements on the large store."""
+    large, small = results.get("S7", {}).get("ours"), results.get("S7", {}).get("small")
+    if not large or not small:
+        return []
+    purge = results.get("S7-purge", {}).get("ours", {})
+    lines = ["S7, scale of the store (jobservice, 1 master x 4 workers, thread executor):", ""]
+    for label, f in (("small", small), ("large", large)):
+        st, seeded = f["store"], f["seeded"]
+        lines.append(
+            f"* {label} store: {st['jobs']:,} interval jobs every {st['every_s']} s "
+            f"({f['due_per_s']} due each second = {f['due_per_s'] / st['jobs']:.1%} of the jobs), "
+            f"{seeded['runs']:,} runs ({seeded['old_runs']:,} older than 30 days; "
+            f"{seeded['hot_job_runs']:,} of {seeded['hot_job']}, the job whose runs are paged). "
+            f"History seeded in {f['seed_s']:.1f} s (INSERT ... SELECT {f['seed_insert_s']:.1f} s, "
+            f"indexes {f['seed_indexes_s']:.1f} s, ANALYZE {f['seed_analyze_s']:.1f} s); "
+            f"jobs inserted in {f['jobs_insert_s']:.1f} s"
+        )
+    if purge:
+        lines.append(
+            f"* purge: jobservice-maintenance run-now ({purge.get('maintenance_status')}) started "
+            f"{fmt(purge.get('request_to_start_s'), 's')} after the request, took "
+            f"{fmt(purge.get('purge_s'), 's')}, deleted {purge.get('deleted', 0):,} of "
+            f"{purge.get('old_runs_before', 0):,} old runs ({purge.get('old_runs_after', 0):,} left); "
+            f"p99 lateness during it {fmt(purge.get('p99_late_ms'), 'ms')} "
+            f"(first {purge.get('first_s')} s: {fmt(purge.get('first_p99_late_ms'), 'ms')}) against "
+            f"{fmt(large.get('p99_late_ms'), 'ms')} without; {purge.get('missed', 0):,} of its "
+            f"{purge.get('ideal_fires', 0):,} fire times missed (later than their grace)"
+        )
+    if purge.get("during"):
+        flips = [x["at_s"] for x in purge["during"] if x["pending_full_scan"]]
+        plan = f"was a FULL SCAN from {flips[0]:.0f} s on" if flips else "kept its index"
+        lines.append(
+            f"* during the purge ({len(purge['during'])} snapshots): at most "
+            f"{purge.get('max_unstarted_claims', 0):,} claimed runs not started yet; leader pid "
+            f"{purge.get('leader_before')} before, {purge.get('leaders_seen')} since; the leader's "
+            f"ledger.pending query {plan}; "
+            + (
+                f"fire times on time again {fmt(purge['recovered_after_s'], 's')} after the purge ended"
+                if purge.get("recovered_after_s") is not None
+                else "fire times not on time again when the harness stopped looking "
+                f"({purge.get('after', {}).get('at_s', 0) - (purge.get('purge_s') or 0):.0f} s after "
+                f"the purge ended; {purge.get('after', {}).get('unstarted_claims', 0):,} claimed runs "
+                "still not started)"
+            )
+        )
+    settings = large.get("mariadb_settings")
+    if settings:
+        pool = int(settings.get("innodb_buffer_pool_size", 0)) / 2**20
+        lines.append(
+            f"* MariaDB: innodb_buffer_pool_size {pool:.0f} MiB, innodb_flush_method "
+            f"{settings.get('innodb_flush_method')} (the large store does not fit in the pool)"
+        )
+    lines += ["", "S7 plans on the large store (EXPLAIN; ANALYZE for the SELECTs: est/read rows, time):", ""]
+    for plan in large.get("explain", []):
+        lines.append(f"* {plan['name']}: {plan['summary']}" + (" <- FULL SCAN" if plan["full_scan"] else ""))
+    return lines
 
 
 # The machine and the files ------------------------------------------------------------------

@@ -46,7 +46,10 @@ where it was measured (targets are for the thread executor); S2 strikes the same
 A1 theirs: Flask-APScheduler has no paging, so its only listing is the whole list.
 S6: thread executor against APScheduler's thread pool (misfire_grace_time None), RQ executor
 (2 RQ workers) against Celery; API p99 of one client GETting /health on the leader's worker
-during the burst (the other 3 workers are kept busy with idle connections)."""
+during the burst (the other 3 workers are kept busy with idle connections).
+S7: not a peer but a store size: "ours" is the large store (jobs, run history), "theirs" the small
+one with the same fires per second; "S7 large store, during the purge" is the large store while
+jobservice-maintenance purges its old runs, against its own window without the purge."""
 
 
 def log(began: float, message: str) -> None:
@@ -55,7 +58,7 @@ def log(began: float, message: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (about 3 min)")
+    parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (about 4 min)")
     parser.add_argument("--only", default="", help=f"comma-separated scenarios among {','.join(SCENARIOS)}")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the jobservice leader during S3 and S4"
@@ -188,6 +191,9 @@ def render(
     heavy = report.heavy_rows(results)
     if heavy:
         lines += ["```", report.text_table(heavy, report.HEAVY_HEADER), "```", ""]
+    scale = report.scale_lines(results)
+    if scale:
+        lines += [*scale, ""]
     met = targets.targets(results)
     if met:
         lines += [

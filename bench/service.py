@@ -28,6 +28,7 @@ from .plan import Context
 from .stats import duplicates, first_fires, in_window, lateness_figures
 from .store import (
     JOBSERVICE_GRACE_S,
+    Fire,
     count_fires,
     date_trigger,
     insert_jobs,
@@ -74,7 +75,7 @@ def s3_burst(ctx: Context, d: Deployment, grace_s: int | None | str = "default")
     d.kick()
     spy = _profile(ctx, d, "S3", due - 0.5, 8)
     procs.sleep_until(due)
-    costs = Costs(ctx.dbs, d.processes(), d.job_processes(), worker_pid(d))
+    costs = costs_of(ctx, d)
     _wait_burst(ctx, tag, n, due)
     cost = costs.done(n)
     if spy is not None:
@@ -154,26 +155,39 @@ def s4_steady(ctx: Context, d: Deployment, n: int) -> dict[str, Any]:
     d.kick()
     spy = _profile(ctx, d, f"S4-{n}", start - 0.5, seconds + 1)
     procs.sleep_until(start)
-    costs = Costs(ctx.dbs, d.processes(), d.job_processes(), worker_pid(d))
+    costs = costs_of(ctx, d)
     _wait_quiet(ctx, d, tag, end + S4_DRAIN_S)
     cost = costs.done(n * seconds)
     if spy is not None:
         profile.finish(spy)
-    fires = in_window(read_fires(ctx.fires, tag), start, end)
-    first = first_fires(fires)
     return {
         "n": n,
-        "seconds": seconds,
-        "fires": len(fires),
-        "ideal_fires": n * seconds,
-        "fires_per_s": len(first) / seconds,
-        "ideal_per_s": n,
-        "share_of_ideal": len(first) / (n * seconds),
-        "duplicates": duplicates(fires),
-        **lateness_figures(first),
+        **window_figures(in_window(read_fires(ctx.fires, tag), start, end), seconds, n),
         **cost,
         "jobservice_runs": recorded_runs(d, f"s4-{n}-"),
         **_profile_summary(ctx, d, f"S4-{n}"),
+    }
+
+
+def costs_of(ctx: Context, d: Deployment, sched_pid: int | None = None) -> Costs:
+    """Costs from now: every process of the deployment, and the one that runs jobs apart
+    (jobservice's leader, unless `sched_pid` is given: it is asked over HTTP)."""
+    return Costs(ctx.dbs, d.processes(), d.job_processes(), sched_pid or worker_pid(d))
+
+
+def window_figures(fires: list[Fire], seconds: int, per_s: int) -> dict[str, Any]:
+    """S4's figures of a window of `seconds` in which `per_s` fire times were due each
+    second, from the fires scheduled in it: fires/s against ideal, duplicates, lateness."""
+    first = first_fires(fires)
+    return {
+        "seconds": seconds,
+        "fires": len(fires),
+        "ideal_fires": per_s * seconds,
+        "fires_per_s": len(first) / seconds,
+        "ideal_per_s": per_s,
+        "share_of_ideal": len(first) / (per_s * seconds),
+        "duplicates": duplicates(fires),
+        **lateness_figures(first),
     }
 
 

@@ -118,19 +118,34 @@ def create_apscheduler_table(url: str) -> None:
     engine.dispose()
 
 
-def read_fires(engine: Engine, tag: str) -> list[Fire]:
+def _sched_range(since: float | None, until: float | None) -> tuple[str, dict[str, float]]:
+    """SQL and parameters for fires scheduled in [since, until), as `stats.in_window` counts them."""
+    sql, params = "", {}
+    if since is not None:
+        sql, params["since"] = sql + " AND sched >= :since", since - 1e-6
+    if until is not None:
+        sql, params["until"] = sql + " AND sched < :until", until - 1e-6
+    return sql, params
+
+
+def read_fires(
+    engine: Engine, tag: str, since: float | None = None, until: float | None = None
+) -> list[Fire]:
+    """A tag's fires (those scheduled in [since, until) when given), in start order."""
+    where, params = _sched_range(since, until)
     query = text(
-        "SELECT job_id, sched, started, pid, finished FROM bench_fires WHERE tag = :tag ORDER BY started"
+        "SELECT job_id, sched, started, pid, finished FROM bench_fires "
+        f"WHERE tag = :tag{where} ORDER BY started"
     )
     with engine.connect() as conn:
-        return [Fire(*row) for row in conn.execute(query, {"tag": tag})]
+        return [Fire(*row) for row in conn.execute(query, {"tag": tag, **params})]
 
 
-def count_fires(engine: Engine, tag: str) -> int:
+def count_fires(engine: Engine, tag: str, since: float | None = None, until: float | None = None) -> int:
+    where, params = _sched_range(since, until)
+    query = text(f"SELECT COUNT(*) FROM bench_fires WHERE tag = :t{where}")
     with engine.connect() as conn:
-        return int(
-            conn.execute(text("SELECT COUNT(*) FROM bench_fires WHERE tag = :t"), {"t": tag}).scalar_one()
-        )
+        return int(conn.execute(query, {"t": tag, **params}).scalar_one())
 
 
 def count_progress(engine: Engine, tag: str) -> tuple[int, int]:

@@ -51,6 +51,31 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
         ("A2 >= 1.0x naive throughput", ["A2"], lambda: _a2(results)),
         ("A2 zero errors", ["A2"], ours("A2", "errors", 0)),
         ("M1 worker <= naive worker + 10 MiB", ["M1"], lambda: _m1(results)),
+        (
+            "S7 pass cost (leader CPU per fire), large store <= 1.2x small store's",
+            ["S7"],
+            lambda: _times(results, "S7", "small", "sched_cpu_ms_per_fire", 1.2),
+        ),
+        (
+            "S7 p99 lateness, large store <= 1.2x small store's",
+            ["S7"],
+            lambda: _times(results, "S7", "small", "p99_late_ms", 1.2),
+        ),
+        (
+            "S7 GET /scheduler/runs first page p50, large history <= 2x small history's",
+            ["S7"],
+            lambda: _times(results, "S7", "small", "runs_p50_ms", 2.0),
+        ),
+        (
+            "S7 GET a job's runs first page p50, large history <= 2x small history's",
+            ["S7"],
+            lambda: _times(results, "S7", "small", "job_runs_p50_ms", 2.0),
+        ),
+        (
+            "S7 p99 lateness during the purge <= 1.2x without (large store)",
+            ["S7"],
+            lambda: _times(results, "S7-purge", "large_steady", "p99_late_ms", 1.2),
+        ),
     ]
     out = []
     for name, needs, check in checks:
@@ -75,6 +100,14 @@ def _half(r: Results, scenario: str | None, key: str) -> tuple[str, bool | None]
     unit = " s" if key.endswith("_s") else " ms"
     text = f"{scenario}: {ours:.3f}{unit} vs {theirs:.3f}{unit} (ratio {ours / theirs:.2f})"
     return text, ours <= theirs / 2
+
+
+def _times(r: Results, scenario: str, base: str, key: str, limit: float) -> tuple[str, bool | None]:
+    """Ours at most `limit` times the `base` row's figure (S7: large store against small)."""
+    ours, theirs = _get(r, scenario, "ours", key), _get(r, scenario, base, key)
+    if not isinstance(ours, int | float) or not isinstance(theirs, int | float) or not theirs:
+        return "-", None
+    return f"{ours:.3f} ms vs {theirs:.3f} ms (ratio {ours / theirs:.2f})", ours <= theirs * limit
 
 
 def _largest_s4(r: Results) -> str | None:
