@@ -46,6 +46,7 @@ from .models import (
     RUNNING,
     SKIPPED,
     UTCDateTime,
+    force_index,
     jobs_table,
     runs_table,
     utcnow,
@@ -260,6 +261,9 @@ class RunLedger:
             .order_by(runs.c.id)
             .limit(limit)
         )
+        # Every pass asks this: on a big history MariaDB may walk the primary key for the
+        # ORDER BY id (S7: 9.6 million rows read per pass) instead of the few unstarted runs.
+        query = force_index(query, runs, "ix_jobservice_runs_status_started_at")
         with self.engine.connect() as conn:
             return [(RunKey(*row[:4]), row[4]) for row in conn.execute(query)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,10 +12,13 @@ from flask import current_app
 from sqlalchemy import Row, bindparam, delete, func, select
 from sqlalchemy.engine import Engine
 
-from .models import ACTIVE, OVERRUNNING, SKIPPED, runs_table, utcnow
+from .models import ACTIVE, OVERRUNNING, SKIPPED, force_index, runs_table, utcnow
 
 runs = runs_table
-PURGE_BATCH = 5000
+PURGE_BATCH = 2000
+#: A purge rests this many times as long as each batch took (at most PURGE_MAX_PAUSE_S).
+PURGE_PAUSE_RATIO = 1.0
+PURGE_MAX_PAUSE_S = 1.0
 #: Where the app keeps its jobservice Runtime (runtime.EXTENSION; this module is below it).
 EXTENSION = "jobservice"
 
@@ -34,7 +38,9 @@ def list_runs(engine: Engine, where: RunFilter, limit: int) -> list[dict[str, An
     """Newest first. Paging by id keeps pages stable while new runs are added."""
     query = select(runs).order_by(runs.c.id.desc()).limit(limit)
     if where.job_id is not None:
-        query = query.where(runs.c.job_id == where.job_id)
+        # Its newest runs, backwards along (job_id, id): MariaDB would walk the whole table
+        # backwards by id instead for a job with many old runs (S7: 18 801 rows for 100).
+        query = force_index(query.where(runs.c.job_id == where.job_id), runs, "ix_jobservice_runs_job_id_id")
     if where.status is not None:
         query = query.where(runs.c.status == where.status)
     if where.since is not None:
@@ -185,6 +191,7 @@ def _delete_in_batches(*conditions: Any) -> int:
     engine = current_app.extensions[EXTENSION].engine
     total = 0
     while True:
+        began = time.monotonic()
         ids = select(runs.c.id).where(*conditions, runs.c.status.not_in(ACTIVE)).limit(PURGE_BATCH)
         with engine.begin() as conn:
             batch = [row[0] for row in conn.execute(ids)]
@@ -192,3 +199,6 @@ def _delete_in_batches(*conditions: Any) -> int:
                 return total
             conn.execute(delete(runs).where(runs.c.id.in_(batch)))
         total += len(batch)
+        # As long again before the next batch: deleting a million old runs reads their
+        # index pages from disk, and back to back that starved the leader's passes (S7).
+        time.sleep(min((time.monotonic() - began) * PURGE_PAUSE_RATIO, PURGE_MAX_PAUSE_S))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event
 
-from tests.conftest import session
+from jobservice import create_app
+from tests.conftest import close_app, engine, session, settings
 from tests.orm import JobRun
 
 BASE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -118,3 +121,36 @@ def test_added_job_has_no_last_run_even_under_a_reused_id(app: Flask, client: Fl
     body = {"id": "again", "func": "tests.jobfuncs:noop", "trigger": "interval", "hours": 1}
     assert client.post("/scheduler/jobs", json=body).json["last_run"] is None
     assert client.get("/scheduler/jobs/again").json["last_run"]["status"] == "failed"
+
+
+def test_a_jobs_runs_and_the_unstarted_runs_are_read_through_their_indexes(mariadb_url: str) -> None:
+    """On a history of millions MariaDB's optimizer walked the primary key for these two
+    (ORDER BY id with LIMIT): a job's runs page, and the leader's look for unstarted runs in
+    every pass (S7). Both name their index, and MariaDB reads them through it."""
+    app = create_app(settings(mariadb_url))
+    statements: list[tuple[str, Any]] = []
+
+    def note(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if "FORCE INDEX" in statement:
+            statements.append((statement, params))
+
+    try:
+        add_runs(app, "busy", ["succeeded"] * 30)
+        add_runs(app, "quiet", ["failed"] * 3, start=30)
+        event.listen(engine(app), "before_cursor_execute", note)
+        assert len(app.test_client().get("/scheduler/jobs/quiet/runs").json) == 3
+        assert app.extensions["jobservice"].ledger.pending(fence=1) == []
+        event.remove(engine(app), "before_cursor_execute", note)
+        raw = engine(app).raw_connection()
+        try:
+            keys = []
+            for statement, params in statements:
+                cursor = raw.cursor()
+                cursor.execute("EXPLAIN " + statement, params)
+                names = [d[0] for d in cursor.description]
+                keys.append(dict(zip(names, cursor.fetchone(), strict=True))["key"])
+        finally:
+            raw.close()
+        assert keys == ["ix_jobservice_runs_job_id_id", "ix_jobservice_runs_status_started_at"]
+    finally:
+        close_app(app)
