@@ -65,11 +65,11 @@ $$sudo apt-get update -q && \
 $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(1)
 endef
 
-bench: install ## every benchmark scenario, jobservice against its peers (about 12 minutes; needs MariaDB and Redis)
+bench: install ## every benchmark scenario, jobservice against its peers (about 25 minutes; needs MariaDB and Redis)
 	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-bench-quick: install ## a reduced run of every benchmark scenario (about 3 minutes)
+bench-quick: install ## a reduced run of every benchmark scenario (about 4 minutes)
 	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
 
