@@ -562,6 +562,7 @@ def pending_sql(now: datetime, fence: int) -> str:
     left_behind = _db_time(now - timedelta(seconds=2))
     return (
         "SELECT job_id, `trigger`, scheduled_at, attempt, claim FROM jobservice_runs "
+        "FORCE INDEX (ix_jobservice_runs_status_started_at) "  # as jobservice sends it
         "WHERE status = 'running' AND started_at IS NULL "
         f"AND (fence IS NULL OR fence != {fence} OR updated_at < '{left_behind}') "
         f"AND (not_before IS NULL OR not_before <= '{_db_time(now)}') ORDER BY id LIMIT 1000"
@@ -687,14 +688,14 @@ def statements(engine: Engine, store: Store, due_per_s: int) -> list[tuple[str, 
         ),
         (
             "API: GET /scheduler/jobs/<id>/runs, first page (runs.list_runs)",
-            f"SELECT {RUN_COLUMNS} FROM jobservice_runs WHERE job_id = '{HOT_JOB}' "
-            "ORDER BY id DESC LIMIT 100",
+            f"SELECT {RUN_COLUMNS} FROM jobservice_runs FORCE INDEX (ix_jobservice_runs_job_id_id) "
+            f"WHERE job_id = '{HOT_JOB}' ORDER BY id DESC LIMIT 100",
             True,
         ),
         (
             "API: the same for a job with about 100 runs (runs.list_runs)",
-            f"SELECT {RUN_COLUMNS} FROM jobservice_runs WHERE job_id = '{job_id(store.jobs - 1)}' "
-            "ORDER BY id DESC LIMIT 100",
+            f"SELECT {RUN_COLUMNS} FROM jobservice_runs FORCE INDEX (ix_jobservice_runs_job_id_id) "
+            f"WHERE job_id = '{job_id(store.jobs - 1)}' ORDER BY id DESC LIMIT 100",
             True,
         ),
         (
