@@ -19,6 +19,7 @@ from flask import Flask
 from sqlalchemy import func, insert, select
 
 from jobservice import create_app, maintenance, metrics
+from jobservice import runs as runs_module
 from jobservice.ledger import RunKey
 from jobservice.logs import JsonFormatter
 from tests.conftest import (
@@ -259,6 +260,22 @@ def test_maintenance_purges_by_age_and_by_count_per_job(make_app: Callable[..., 
     assert (count_runs(app, "old"), count_runs(app, "busy"), count_runs(app, "running")) == (1, 5, 1)
     newest = app.test_client().get("/scheduler/jobs/busy/runs").json
     assert len(newest) == 5 and newest == sorted(newest, key=lambda r: r["id"], reverse=True)
+
+
+def test_a_large_purge_rests_between_batches(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge of a million old runs, back to back, starved the leader's passes (S7): it
+    deletes a batch, then rests as long as that batch took (at most PURGE_MAX_PAUSE_S)."""
+    monkeypatch.setattr(runs_module, "PURGE_BATCH", 10)
+    rests: list[float] = []
+    monkeypatch.setattr(runs_module.time, "sleep", rests.append)
+    app = make_app(JOBSERVICE_RUN_RETENTION_DAYS=30)
+    add_runs(app, "old", [40] * 25)
+    with app.app_context():
+        assert runs_module.purge_runs() == 25
+    assert len(rests) == 3  # after each of the three batches (10, 10, 5)
+    assert all(0 < rest <= runs_module.PURGE_MAX_PAUSE_S for rest in rests)
 
 
 def test_maintenance_job_is_declared_by_the_service(make_app: Callable[..., Flask]) -> None:
