@@ -269,7 +269,7 @@ def test_a_large_purge_rests_between_batches(
     deletes a batch, then rests as long as that batch took (at most PURGE_MAX_PAUSE_S)."""
     monkeypatch.setattr(runs_module, "PURGE_BATCH", 10)
     rests: list[float] = []
-    monkeypatch.setattr(runs_module.time, "sleep", rests.append)
+    monkeypatch.setattr(runs_module, "_rest", rests.append)
     app = make_app(JOBSERVICE_RUN_RETENTION_DAYS=30)
     add_runs(app, "old", [40] * 25)
     with app.app_context():
