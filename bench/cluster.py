@@ -17,7 +17,7 @@ from typing import Any
 
 from . import procs
 from .costs import Costs
-from .deploy import OURS_RQ, Deployment
+from .deploy import OURS_RQ, OURS_SPREAD, SPREAD_ENV, Deployment
 from .plan import Context
 from .rqworkers import NO_RQ
 from .stats import duplicates, first_fires, in_window, largest_gap_s, lateness_figures
@@ -48,16 +48,20 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
-def run_cluster(ctx: Context, kind: str, rq_workers: int = 0) -> dict[str, dict[str, Any]]:
+def run_cluster(
+    ctx: Context, kind: str, rq_workers: int = 0, spread: bool = False
+) -> dict[str, dict[str, Any]]:
     """Start the deployment, run the selected scenarios of S1, S5, S2, stop it.
 
     With `rq_workers` (jobservice only) it runs its RQ executor, with that many RQ workers
     beside the two masters; S2 strikes the same processes (the RQ workers keep running).
+    With `spread` (jobservice only) its thread executor spreads runs over every worker.
     """
     plain = kind == "plain"
     workers = 1 if plain else ctx.plan.cluster_workers
-    variant = OURS_RQ if kind == "ours" and rq_workers else kind
-    d = ctx.deployment(kind, f"cluster-{variant}", masters=2, workers=workers, rq_workers=rq_workers)
+    variant = OURS_RQ if kind == "ours" and rq_workers else (OURS_SPREAD if spread else kind)
+    env = SPREAD_ENV if spread else None
+    d = ctx.deployment(kind, f"cluster-{variant}", masters=2, workers=workers, rq_workers=rq_workers, env=env)
     if rq_workers:
         d.start_tables()
         if not ctx.has_rq(d):

@@ -39,6 +39,10 @@ KINDS = ("ours", "naive", "flock", "plain", "celery")
 OURS_RQ = "ours_rq"
 #: Results key of jobservice (thread executor) on the C MySQL driver, mysqlclient (mysql+mysqldb).
 OURS_MYSQLDB = "ours_mysqldb"
+#: Results key of jobservice (thread executor) spreading its runs over every worker (SPREAD_RUNS).
+OURS_SPREAD = "ours_spread"
+#: The setting that makes it so.
+SPREAD_ENV = {"SPREAD_RUNS": "true"}
 
 
 @dataclass
@@ -298,9 +302,11 @@ class Deployment:
     @property
     def variant(self) -> str:
         """Its key in the results and in the fires' tags: the kind, or OURS_RQ for jobservice
-        with its RQ executor, OURS_MYSQLDB on mysqlclient."""
+        with its RQ executor, OURS_MYSQLDB on mysqlclient, OURS_SPREAD spreading its runs."""
         if self.kind == "ours" and self.n_rq_workers:
             return OURS_RQ
+        if self.kind == "ours" and self.extra_env.get("SPREAD_RUNS") == "true":
+            return OURS_SPREAD
         return OURS_MYSQLDB if self.kind == "ours" and self.driver == "mysqldb" else self.kind
 
     @property

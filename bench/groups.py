@@ -11,7 +11,7 @@ from typing import Any
 
 from .api import a1_listing, a2_writes
 from .cluster import run_cluster
-from .deploy import OURS_MYSQLDB, OURS_RQ
+from .deploy import OURS_MYSQLDB, OURS_RQ, OURS_SPREAD, SPREAD_ENV
 from .heavy import s6_heavy
 from .plan import Context
 from .report import PLAIN_GRACE1
@@ -26,14 +26,15 @@ Results = dict[str, dict[str, dict[str, Any]]]
 RQ_DRAIN_S = 180.0
 
 
-def cluster_group(kind: str, rq: bool = False) -> Callable[[Context], Results]:
+def cluster_group(kind: str, rq: bool = False, spread: bool = False) -> Callable[[Context], Results]:
     """S1, S2 and S5 (where the peer has an API) on a two-master deployment of `kind`; with
-    `rq`, jobservice with its RQ executor and its RQ workers beside the masters."""
+    `rq`, jobservice with its RQ executor and its RQ workers beside the masters; with
+    `spread`, jobservice spreading its runs over every worker."""
 
     def run(ctx: Context) -> Results:
         rq_workers = ctx.plan.rq_workers if rq else 0
-        key = OURS_RQ if rq else kind
-        return {s: {key: figures} for s, figures in run_cluster(ctx, kind, rq_workers).items()}
+        key = OURS_RQ if rq else (OURS_SPREAD if spread else kind)
+        return {s: {key: figures} for s, figures in run_cluster(ctx, kind, rq_workers, spread).items()}
 
     return run
 
@@ -80,6 +81,23 @@ def service_ours_mysqldb(ctx: Context) -> Results:
                 out[f"S4-{n}"] = {OURS_MYSQLDB: s4_steady(ctx, d, n)}
         if ctx.wants("A2"):
             out["A2"] = {OURS_MYSQLDB: a2_writes(ctx, d)}
+    finally:
+        d.stop()
+    return out
+
+
+def service_ours_spread(ctx: Context) -> Results:
+    """S3 and S4 on the same jobservice deployment as `service_ours`, its thread executor
+    spreading the runs over the 4 workers (SPREAD_RUNS): the leader claims, the others run."""
+    d = ctx.deployment("ours", "service-ours_spread", 1, ctx.plan.service_workers, env=SPREAD_ENV)
+    d.start()
+    out: Results = {}
+    try:
+        if ctx.wants("S3"):
+            out["S3"] = {OURS_SPREAD: s3_burst(ctx, d)}
+        if ctx.wants("S4"):
+            for n in ctx.plan.s4_sizes:
+                out[f"S4-{n}"] = {OURS_SPREAD: s4_steady(ctx, d, n)}
     finally:
         d.stop()
     return out
@@ -179,12 +197,14 @@ def groups(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[Context],
     naive_one: tuple[str, ...] = ("M1", "S4") if "naive" in ctx.plan.s4_peers else ("M1",)
     return [
         ("cluster jobservice", ("S1", "S2", "S5"), cluster_group("ours")),
+        ("cluster jobservice, spread runs", ("S1", "S2", "S5"), cluster_group("ours", spread=True)),
         ("cluster jobservice, RQ executor", ("S1", "S2", "S5"), cluster_group("ours", rq=True)),
         ("cluster FAS naive", ("S1", "S2", "S5"), cluster_group("naive")),
         ("cluster FAS flock", ("S1", "S2", "S5"), cluster_group("flock")),
         ("cluster APScheduler x2", ("S1", "S2"), cluster_group("plain")),
         ("service jobservice", ("S3", "S4", "M1", "A1", "A2"), service_ours),
         ("service jobservice, mysqlclient", ("S3", "S4", "A2"), service_ours_mysqldb),
+        ("service jobservice, spread runs", ("S3", "S4"), service_ours_spread),
         ("service jobservice, RQ executor", ("S3", "S4"), service_ours_rq),
         ("service APScheduler", ("S3", "S4") if "plain" in ctx.plan.s4_peers else ("S3",), service_plain),
         ("service FAS naive, 1 worker", naive_one, service_naive_one),

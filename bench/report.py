@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .deploy import OURS_MYSQLDB, OURS_RQ
+from .deploy import OURS_MYSQLDB, OURS_RQ, OURS_SPREAD
 
 Results = dict[str, dict[str, dict[str, Any]]]
 
@@ -36,7 +36,7 @@ PARTS = {"purge": "large store, during the purge"}
 #: executor): one row per figure, after that figure's rows, against APScheduler where measured.
 RQ_PEER = "plain"
 #: Variants of jobservice with a row of their own per figure, after the thread executor's.
-OURS_VARIANTS = {OURS_MYSQLDB: "mysqlclient", OURS_RQ: "RQ executor"}
+OURS_VARIANTS = {OURS_SPREAD: "spread runs", OURS_MYSQLDB: "mysqlclient", OURS_RQ: "RQ executor"}
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,9 @@ Peers (theirs), all on the same MariaDB and Redis, with the same job body:
   Celery      = Celery 5 beat (celery-redbeat, lock timeout 5 s, max loop interval 1 s) + one
                 worker (prefork, concurrency 2); S6's jobs are sent with apply_async(eta=due).
 jobservice: S1/S2/S5 on 2 masters x 3 workers; S3/S4/M1/A1/A2/S6 on 1 master x 4 workers.
+"S1..S5 spread runs": the same deployments with SPREAD_RUNS=true: the leader claims and pushes
+each run to a Redis list, the other workers take and start them (the leader's CPU alone is
+"CPU per fire, scheduling process"; the takers' is in the JSON's cpu_s).
 "S1..S5 RQ executor": the same deployments with SCHEDULER_EXECUTOR=rq and 2 RQ workers
 (`flask jobservice worker`, a work-horse forked per run) beside them, against APScheduler
 where it was measured (targets are for the thread executor); S2 strikes the same processes.

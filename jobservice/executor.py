@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from apscheduler.events import JobEvent
 from apscheduler.executors.base import MaxInstancesReachedError
@@ -41,13 +42,14 @@ class AppContextExecutor(BasePoolExecutor):
         fence: Callable[[], int | None],
         on_fenced_out: Callable[[FencedOut], None] = lambda exc: None,
         max_workers: int = 20,
+        lock: bool = False,
     ) -> None:
         super().__init__(
             concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="jobservice-job")
         )
         self.max_workers = max_workers
         self.runner = runner
-        self.gate = StartGate(runner.ledger)
+        self.gate = StartGate(runner.ledger, lock)
         self._fence = fence
         self._on_fenced_out = on_fenced_out
         self._inflight: set[RunKey] = set()
@@ -60,6 +62,13 @@ class AppContextExecutor(BasePoolExecutor):
         self._pool = concurrent.futures.ThreadPoolExecutor(
             self.max_workers, thread_name_prefix="jobservice-job"
         )
+
+    def flush(self) -> None:
+        """Runs are handed to the pool as they are submitted: nothing waits."""
+
+    def run_in_pool(self, fn: Callable[[Any], None], arg: Any) -> concurrent.futures.Future[None]:
+        """Run a call on a job thread of this process (RuntimeError once shut down)."""
+        return self._pool.submit(fn, arg)
 
     def inflight(self) -> frozenset[RunKey]:
         """Runs handed to the pool that have not yet started or been dropped."""

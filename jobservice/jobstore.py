@@ -402,3 +402,10 @@ def _from_timestamp(timestamp: float | None) -> datetime | None:
         return utc_timestamp_to_datetime(timestamp)
     except (OverflowError, ValueError, OSError):
         return None
+
+
+def definition(job: Job) -> bytes:
+    """A job's pickled state as read from the store (or pickled now): what travels with a run
+    handed to another process, which rebuilds it with `restore_saved`."""
+    stored = getattr(job, "stored_state", None)
+    return stored if stored is not None else pickle.dumps(job.__getstate__(), pickle.HIGHEST_PROTOCOL)

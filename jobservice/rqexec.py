@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from rq.job import JobStatus
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from .fencing import FencedOut
+from .jobstore import definition
 from .ledger import LEFT_BEHIND_S, Claim, RunKey
 from .options import options_of
 
@@ -92,7 +92,7 @@ class RQExecutor(BaseExecutor):
                 PERFORM,
                 # The definition fired, as the thread pool would run it: the store may have
                 # deleted the job by the time a worker takes the run (its last fire was claimed).
-                args=(claim.run_id, claim.token, _definition(job)),
+                args=(claim.run_id, claim.token, definition(job)),
                 job_id=rq_job_id(claim),
                 timeout=-1 if timeout is None else math.ceil(timeout) + RQ_TIMEOUT_MARGIN_S,
                 result_ttl=RESULT_TTL_S,
@@ -109,6 +109,9 @@ class RQExecutor(BaseExecutor):
             return
         with self._enqueued_lock:
             self._enqueued[key] = (rq_job_id(claim), time.monotonic())
+
+    def flush(self) -> None:
+        """Each run is enqueued as it is submitted."""
 
     def _do_submit_job(self, job: Job, run_times: list[Any]) -> None:
         raise NotImplementedError("runs are submitted with submit_run(job, claim)")
@@ -131,12 +134,6 @@ class RQExecutor(BaseExecutor):
                     self._enqueued.pop(key, None)
             entries = {key: value for key, value in entries.items() if key not in gone}
         return frozenset(entries)
-
-
-def _definition(job: Job) -> bytes:
-    """The job's pickled state, as read from the store (or pickled now)."""
-    stored = getattr(job, "stored_state", None)
-    return stored if stored is not None else pickle.dumps(job.__getstate__(), pickle.HIGHEST_PROTOCOL)
 
 
 def _statuses(connection: redis.Redis, job_ids: list[str]) -> dict[str, str | None]:

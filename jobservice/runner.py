@@ -125,6 +125,13 @@ class Runner:
 
     def start(self, job: Job, claim: Claim, start: Start) -> datetime | list[JobEvent]:
         """Start the run (its start time) or close it, saying why not (the events to report)."""
+        missed = self.missed(job, claim)
+        if missed is not None:
+            return missed
+        return self.started(job, claim, start(claim, job.max_instances))
+
+    def missed(self, job: Job, claim: Claim) -> list[JobEvent] | None:
+        """Close the run as missed if it is past its misfire grace time (the events to report)."""
         key = claim.key
         late = utcnow() - key.scheduled_at
         grace = job.misfire_grace_time
@@ -139,7 +146,12 @@ class Runner:
             logger.warning("Run of %s at %s missed by %s", key.job_id, key.scheduled_at, late)
             self.tally.run_ended(key.job_id, MISSED, key.trigger, None, None)
             return [JobExecutionEvent(EVENT_JOB_MISSED, job.id, "default", key.scheduled_at)]
-        started_at = start(claim, job.max_instances)
+        return None
+
+    def started(self, job: Job, claim: Claim, started_at: datetime | str | None) -> datetime | list[JobEvent]:
+        """What the start compare-and-set answered: the start time, or the run closed (BUSY:
+        skipped for max_instances) or left alone (None: taken over, or paused)."""
+        key = claim.key
         if started_at == BUSY:
             message = f"Skipped: {job.max_instances} instance(s) of this job already running in the cluster"
             self.ledger.miss(claim, message, SKIPPED)

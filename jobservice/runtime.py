@@ -41,6 +41,7 @@ from .rules import JobRules
 from .runner import Runner
 from .scheduler import IDLE_RESCAN_S, ClusterScheduler
 from .settings import Settings
+from .spread import SpreadExecutor, Taker
 
 if TYPE_CHECKING:
     from .rqexec import RQExecutor
@@ -98,6 +99,7 @@ class Runtime:
             settings.retry_max_delay_s,
         )
         self.executor = self._executor()
+        self.taker = self._taker()
         self._last_pass_recorded = 0.0
         self.scheduler = ClusterScheduler(
             ledger=self.ledger,
@@ -129,17 +131,39 @@ class Runtime:
         self._opening = threading.RLock()
 
     def _executor(self) -> AppContextExecutor | RQExecutor:
-        """SCHEDULER_EXECUTOR: the leader's thread pool, or RQ (imported only then)."""
+        """SCHEDULER_EXECUTOR: the leader's thread pool (spread over every serving process
+        with JOBSERVICE_SPREAD_RUNS), or RQ (imported only then)."""
         if self.settings.executor == "rq":
             from .rqexec import RQExecutor
 
             return RQExecutor(self.rq_connection, self.settings.rq_queue_prefix, self.fence, self._fenced_out)
+        if self.settings.spread_runs:
+            return SpreadExecutor(
+                self.runner,
+                self.fence,
+                self.rq_connection,
+                self.redis_prefix,
+                self._fenced_out,
+                self.settings.max_workers,
+            )
         return AppContextExecutor(self.runner, self.fence, self._fenced_out, self.settings.max_workers)
+
+    def _taker(self) -> Taker | None:
+        """With JOBSERVICE_SPREAD_RUNS: what takes the leader's runs while this process follows."""
+        if not isinstance(self.executor, SpreadExecutor):
+            return None
+        return Taker(
+            self.executor, self.runner, self.store, self.fence, self.rq_connection, self.redis_prefix
+        )
+
+    def redis_prefix(self) -> str:
+        """The deployment's keys in Redis are named after the cluster id, which the database holds."""
+        return f"jobservice:{self.cluster.cluster_id}"
 
     def rq_connection(self) -> redis.Redis:
         connection = self.redis
-        if connection is None:  # settings refuse rq without Redis
-            raise ConfigError("SCHEDULER_EXECUTOR 'rq' needs JOBSERVICE_REDIS_URL")
+        if connection is None:  # settings refuse rq and spreading without Redis
+            raise ConfigError("SCHEDULER_EXECUTOR 'rq' and JOBSERVICE_SPREAD_RUNS need JOBSERVICE_REDIS_URL")
         return connection
 
     # Roles ----------------------------------------------------------------------
@@ -202,6 +226,8 @@ class Runtime:
         self.recorder.start()
         self.scheduler.start_processing()
         self.bus.listen(self._on_message)
+        if self.taker is not None:
+            self.taker.start()
         self.elector.start()
         lifecycle.register(self)
 
@@ -212,6 +238,8 @@ class Runtime:
         self.started = False
         self.should_restart_after_fork = forking
         led = self.elector.fence() is not None
+        if self.taker is not None:
+            self.taker.stop()
         self.elector.stop(release=True)
         if led:
             self.bus.publish(RELEASED)
@@ -280,7 +308,7 @@ class Runtime:
     def _connect(self, cluster_id: str) -> tuple[Lease, Bus]:
         url = self.settings.redis_url
         if self.redis is not None and url is not None:
-            prefix = f"jobservice:{cluster_id}"
+            prefix = self.redis_prefix()
             lease: Lease = RedisLease(url, prefix, self.lease_s, self.cluster.fence_floor)
             return lease, RedisBus(self.redis, prefix)
         instance = Path(self.app.instance_path)

@@ -74,6 +74,9 @@ class RunExecutor(Protocol):
 
     def inflight(self) -> frozenset[RunKey]: ...
 
+    def flush(self) -> None:
+        """Send what was submitted since the last flush (after each step of a pass)."""
+
 
 class ClusterScheduler(BackgroundScheduler):
     """Processes due jobs only while this process holds the leader lease."""
@@ -362,19 +365,22 @@ class ClusterScheduler(BackgroundScheduler):
             metrics.run_ended(key.job_id, MISSED, key.trigger, None, None)
         won = {claim.key: claim for claim in self._ledger.claim([k for _, k in to_run], fence, saved=saved)}
         stuck: set[str] = set()
-        for job, key in to_run:
-            claim = won.get(key)
-            if claim is None:
-                logger.info(
-                    "Claim of %s at %s refused: already claimed, duplicate prevented",
-                    job.id,
-                    key.scheduled_at,
-                    extra={"job_id": job.id, "scheduled_at": key.scheduled_at, "fence": fence},
-                )
-                metrics.claims_refused(job.id)
-            elif not self._submit(job, claim):
-                stuck.add(job.id)
-        store.advance([(job, nxt) for job, nxt in moves if job.id not in stuck], fence)
+        try:
+            for job, key in to_run:
+                claim = won.get(key)
+                if claim is None:
+                    logger.info(
+                        "Claim of %s at %s refused: already claimed, duplicate prevented",
+                        job.id,
+                        key.scheduled_at,
+                        extra={"job_id": job.id, "scheduled_at": key.scheduled_at, "fence": fence},
+                    )
+                    metrics.claims_refused(job.id)
+                elif not self._submit(job, claim):
+                    stuck.add(job.id)
+            store.advance([(job, nxt) for job, nxt in moves if job.id not in stuck], fence)
+        finally:  # claimed is claimed: hand the runs out even if the advance failed
+            self._lookup_executor("default").flush()
 
     def _adopt(self, fence: int, store: ClusterJobStore) -> None:
         """Run what was claimed or requested but never started (run-now, a dead leader's runs)."""
@@ -387,15 +393,18 @@ class ClusterScheduler(BackgroundScheduler):
         jobs = store.lookup_many(sorted({claim.key.job_id for claim in claims}))
         gone = [claim.run_id for claim in claims if claim.key.job_id not in jobs]
         saved = self._ledger.saved_jobs(gone) if gone else {}
-        for claim in claims:
-            job = jobs.get(claim.key.job_id)
-            if job is None and claim.run_id in saved:  # a last fire: the claim kept the job
-                job = store.restore_saved(claim.key.job_id, saved[claim.run_id])
-            if job is None:
-                self._ledger.miss(claim, "The job was removed before this run could start")
-                metrics.run_ended(claim.key.job_id, MISSED, claim.key.trigger, None, None)
-            elif not self._submit(job, claim):
-                return
+        try:
+            for claim in claims:
+                job = jobs.get(claim.key.job_id)
+                if job is None and claim.run_id in saved:  # a last fire: the claim kept the job
+                    job = store.restore_saved(claim.key.job_id, saved[claim.run_id])
+                if job is None:
+                    self._ledger.miss(claim, "The job was removed before this run could start")
+                    metrics.run_ended(claim.key.job_id, MISSED, claim.key.trigger, None, None)
+                elif not self._submit(job, claim):
+                    return
+        finally:
+            executor.flush()
 
     def _retries(self, dead: list[DeadRun], now: datetime) -> dict[int, datetime]:
         """When each of these dead runs' next attempt may start, for jobs with retries left."""

@@ -64,6 +64,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("JOBSERVICE_METRICS_REQUIRE_TOKEN", True, "bool", "METRICS_REQUIRE_TOKEN"),
         Setting("SCHEDULER_EXECUTOR", "threads", "str", "SCHEDULER_EXECUTOR"),
         Setting("JOBSERVICE_RQ_QUEUE_PREFIX", "jobservice-", "str", "RQ_QUEUE_PREFIX"),
+        Setting("JOBSERVICE_SPREAD_RUNS", False, "bool", "SPREAD_RUNS"),
         Setting("JOBSERVICE_RETRY_MAX_DELAY_SECONDS", 3600.0, "number", "RETRY_MAX_DELAY_SECONDS", 0, 86400),
         #: None: on where the API is on and the dashboard may be served (see `ui_enabled`).
         Setting("SCHEDULER_UI_ENABLED", None, "bool", "SCHEDULER_UI_ENABLED"),
@@ -107,6 +108,8 @@ class Settings:
     #: `threads` (the leader's pool runs every run) or `rq` (RQ workers do).
     executor: str
     rq_queue_prefix: str
+    #: With threads: every serving process that may lead takes the leader's claimed runs.
+    spread_runs: bool
     retry_max_delay_s: float
     max_workers: int
     jobs: tuple[Mapping[str, Any], ...]
@@ -144,6 +147,13 @@ def read(config: Mapping[str, Any], import_name: str) -> Settings:
         raise ConfigError("SCHEDULER_EXECUTOR 'rq' needs Redis: set JOBSERVICE_REDIS_URL (REDIS_URL)")
     if value["SCHEDULER_EXECUTOR"] == "rq" and importlib.util.find_spec("rq") is None:
         raise ConfigError("SCHEDULER_EXECUTOR 'rq' needs the rq package: pip install 'jobservice[rq]'")
+    if value["JOBSERVICE_SPREAD_RUNS"] and value["SCHEDULER_EXECUTOR"] != "threads":
+        raise ConfigError(
+            "JOBSERVICE_SPREAD_RUNS spreads the thread executor's runs: with SCHEDULER_EXECUTOR "
+            f"{value['SCHEDULER_EXECUTOR']!r} the RQ workers run them; leave it off"
+        )
+    if value["JOBSERVICE_SPREAD_RUNS"] and not value["JOBSERVICE_REDIS_URL"]:
+        raise ConfigError("JOBSERVICE_SPREAD_RUNS needs Redis: set JOBSERVICE_REDIS_URL (REDIS_URL)")
     if not options.QUEUE_NAME.fullmatch(value["JOBSERVICE_RQ_QUEUE_PREFIX"] + "q"):
         raise ConfigError("JOBSERVICE_RQ_QUEUE_PREFIX may only hold letters, digits, '_', '-' or '.'")
     database_url = value["JOBSERVICE_DATABASE_URL"] or store_url or config.get("SQLALCHEMY_DATABASE_URI")
@@ -172,6 +182,7 @@ def read(config: Mapping[str, Any], import_name: str) -> Settings:
         job_defaults=_job_defaults(config.get("SCHEDULER_JOB_DEFAULTS")),
         executor=value["SCHEDULER_EXECUTOR"],
         rq_queue_prefix=value["JOBSERVICE_RQ_QUEUE_PREFIX"],
+        spread_runs=value["JOBSERVICE_SPREAD_RUNS"],
         retry_max_delay_s=value["JOBSERVICE_RETRY_MAX_DELAY_SECONDS"],
         max_workers=_max_workers(config.get("SCHEDULER_EXECUTORS") or {}),
         jobs=tuple(config.get("SCHEDULER_JOBS") or config.get("JOBS") or ()),

@@ -39,8 +39,11 @@ class _Ticket:
 class StartGate:
     """Start claimed runs from many threads, a batch per transaction."""
 
-    def __init__(self, ledger: RunLedger) -> None:
+    def __init__(self, ledger: RunLedger, lock: bool = False) -> None:
+        """`lock`: other processes start runs too (JOBSERVICE_SPREAD_RUNS), so max_instances
+        is counted under a lock on the jobs' rows."""
         self._ledger = ledger
+        self._lock_jobs = lock
         self._lock = threading.Lock()
         self._pid = -1
         self._queue: queue.SimpleQueue[_Ticket] = queue.SimpleQueue()
@@ -77,7 +80,9 @@ class StartGate:
                     break
             limits = {ticket.claim.key.job_id: ticket.limit for ticket in batch}
             try:
-                result = self._ledger.start_many([ticket.claim for ticket in batch], limits)
+                result = self._ledger.start_many(
+                    [ticket.claim for ticket in batch], limits, lock=self._lock_jobs
+                )
             except BaseException as exc:  # the waiting threads re-raise it
                 for ticket in batch:
                     ticket.error = exc

@@ -140,6 +140,9 @@ class Server:
     def post(self, path: str, body: Any = None) -> tuple[int, Any]:
         return http("POST", self.url(path), body)
 
+    def delete(self, path: str) -> tuple[int, Any]:
+        return http("DELETE", self.url(path))
+
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -317,8 +320,11 @@ class Cluster:
         log_dir: Path,
         redis_target: tuple[str, int] | None = None,
         probe_url: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.database_url = database_url
+        #: Settings every host of this cluster gets (a test's own win).
+        self.env = env or {}
         self.redis_url = redis_url
         self.redis_target = redis_target
         self.probe_url = probe_url
@@ -335,6 +341,7 @@ class Cluster:
         if self.redis_target is not None:
             proxy = self.proxies[name] = TcpProxy(*self.redis_target)
             redis_url = f"redis://127.0.0.1:{proxy.port}/0"
+        env = {**self.env, **env}
         if self.probe_url is not None:
             env = {"PROBE_DATABASE_URL": self.probe_url, **env}
         server = gunicorn(name, server_env(self.database_url, redis_url, **env), self.log_dir, workers)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import select
 
 from jobservice.models import jobs_table
@@ -186,10 +187,21 @@ def probe_url(mariadb_server: dict[str, Any]) -> Iterator[str]:
     drop_mariadb_database(name)
 
 
+#: Who runs the runs: the leader's pool (the default), or every serving process (spreading).
+MODES = {"leader": {}, "spread": {"SPREAD_RUNS": "true"}}
+#: The burst faults hold in both modes.
+both_modes = pytest.mark.parametrize("cluster", sorted(MODES), indirect=True)
+
+
 @pytest.fixture
-def cluster(mariadb_url: str, redis_url: str, probe_url: str, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(
+    request: pytest.FixtureRequest, mariadb_url: str, redis_url: str, probe_url: str, tmp_path: Path
+) -> Iterator[Cluster]:
     """Two hosts x 3 workers on the shared MariaDB, each reaching Redis through its own proxy."""
-    cluster = Cluster(mariadb_url, None, tmp_path, redis_target=("127.0.0.1", 6379), probe_url=probe_url)
+    env = MODES[getattr(request, "param", "leader")]
+    cluster = Cluster(
+        mariadb_url, None, tmp_path, redis_target=("127.0.0.1", 6379), probe_url=probe_url, env=env
+    )
     yield cluster
     cluster.close()
 
@@ -232,6 +244,7 @@ def break_during_burst(
     return verdict(cluster, ids, fault_at), fault_at
 
 
+@both_modes
 def test_kill_9_of_the_leader_during_a_burst(cluster: Cluster) -> None:
     start_hosts(cluster)
     _, leader_pid = cluster.leader()
@@ -242,6 +255,7 @@ def test_kill_9_of_the_leader_during_a_burst(cluster: Cluster) -> None:
     assert_every_fire_time_ran_once(result, interrupted_allowed=MAX_WORKERS)
 
 
+@both_modes
 def test_sigterm_of_the_leaders_master_during_a_burst(cluster: Cluster) -> None:
     start_hosts(cluster)
     leading_host, _ = cluster.leader()
@@ -251,9 +265,14 @@ def test_sigterm_of_the_leaders_master_during_a_burst(cluster: Cluster) -> None:
     assert_every_fire_time_ran_once(result)
 
 
-def test_database_stopped_for_10_s_during_a_burst(redis_url: str, probe_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_database_stopped_for_10_s_during_a_burst(
+    redis_url: str, probe_url: str, tmp_path: Path, mode: str
+) -> None:
     database = PrivateMariaDB(tmp_path / "mariadb").install()
-    cluster = Cluster(database.url, None, tmp_path, redis_target=("127.0.0.1", 6379), probe_url=probe_url)
+    cluster = Cluster(
+        database.url, None, tmp_path, redis_target=("127.0.0.1", 6379), probe_url=probe_url, env=MODES[mode]
+    )
     try:
         start_hosts(cluster)
         cluster.leader()
@@ -273,6 +292,7 @@ def test_database_stopped_for_10_s_during_a_burst(redis_url: str, probe_url: str
 
 
 @pytest.mark.parametrize("offset_s", [0.25, -1.0], ids=["0.25s-into", "1s-before"])
+@both_modes
 def test_redis_cut_for_everyone_during_a_burst(cluster: Cluster, offset_s: float) -> None:
     """0.25 s into the burst, runs are in flight; 1 s before, the leader stops trusting its
     lease part-way through the burst and drops what it had not started, for the next term."""
@@ -299,6 +319,7 @@ def test_redis_cut_for_everyone_during_a_burst(cluster: Cluster, offset_s: float
     assert_every_fire_time_ran_once(result)
 
 
+@both_modes
 def test_leader_partitioned_from_redis_is_fenced_out_at_the_database(cluster: Cluster) -> None:
     """The followers see the leader's Redis connection vanish and take over at once, while
     the old leader still trusts its lease: the database must refuse its writes."""
@@ -316,6 +337,7 @@ def test_leader_partitioned_from_redis_is_fenced_out_at_the_database(cluster: Cl
     assert_every_fire_time_ran_once(result)
 
 
+@both_modes
 def test_frozen_leader_is_replaced_and_acts_on_nothing_when_it_thaws(cluster: Cluster) -> None:
     start_hosts(cluster)
     _, leader_pid = cluster.leader()
@@ -333,6 +355,157 @@ def test_frozen_leader_is_replaced_and_acts_on_nothing_when_it_thaws(cluster: Cl
     # Taken over while it was still frozen: its lease ran out, and the database ended the
     # write transaction it was frozen in, which held the row lock the new fence needs.
     assert result.first_run_after_fault_s is not None and result.first_run_after_fault_s < 2 * LEASE_S + 1
+
+
+# Spreading: the processes that take the leader's runs, broken during a burst ----------------
+
+spread_only = pytest.mark.parametrize("cluster", ["spread"], indirect=True)
+
+
+def a_taker(cluster: Cluster) -> int:
+    """A follower's pid (it takes runs), on the host that does not lead."""
+    leading_host, _ = cluster.leader()
+    return next(host for host in cluster.hosts if host is not leading_host).children()[0]
+
+
+def run_queue_key(cluster: Cluster) -> str:
+    with cluster.engine.connect() as conn:
+        cluster_id = conn.execute(select(ClusterState.cluster_id)).scalar_one()
+    return f"jobservice:{cluster_id}:runs"
+
+
+@both_modes
+def test_a_burst_runs_once_each_and_spread_runs_on_the_followers(cluster: Cluster) -> None:
+    start_hosts(cluster)
+    _, leader_pid = cluster.leader()
+    ids, due_at = burst(cluster)
+    result = verdict(cluster, ids, due_at.timestamp())
+    pids = Counter(fire.pid for fire in cluster.all_fires())
+    report(f"a burst of 600 on 2 hosts x 3 workers, {cluster.env or 'leader runs'}", **result.figures(),
+           runs_per_pid=sorted(pids.values()))  # fmt: skip
+    assert_every_fire_time_ran_once(result)
+    if cluster.env:  # spreading: the leader claims, the five followers run
+        assert leader_pid not in pids
+        assert len(pids) >= 4, pids
+    else:
+        assert set(pids) == {leader_pid}
+
+
+def a_running_follower(cluster: Cluster, leader_pid: int, timeout_s: float = 5.0) -> int:
+    """The pid of a follower that has started a run and not finished it (polled)."""
+    runs = JobRun.__table__
+
+    def find() -> int | None:
+        with cluster.engine.connect() as conn:
+            workers = conn.execute(
+                select(runs.c.worker).where(runs.c.status == "running", runs.c.started_at.is_not(None))
+            ).scalars()
+            pids = {int(worker.rsplit(":", 1)[1]) for worker in workers} - {leader_pid}
+        return min(pids) if pids else None
+
+    return wait_for(find, timeout_s=timeout_s, interval_s=0.01)
+
+
+@spread_only
+def test_kill_9_of_a_follower_running_a_spread_burst(cluster: Cluster) -> None:
+    start_hosts(cluster)
+    _, leader_pid = cluster.leader()
+    killed: list[int] = []
+
+    def kill() -> None:
+        killed.append(a_running_follower(cluster, leader_pid))
+        os.kill(killed[0], signal.SIGKILL)
+
+    result, _ = break_during_burst(cluster, 0.0, kill)
+    report("kill -9 of a follower running runs of a spread burst of 600", **result.figures())
+    # What it had started is cut short and closed failed, naming it; what it had taken but
+    # not started is adopted by the leader and run elsewhere.
+    assert_every_fire_time_ran_once(result, interrupted_allowed=MAX_WORKERS)
+    assert result.interrupted > 0
+    with cluster.engine.connect() as conn:
+        errors = conn.execute(select(JobRun.error).where(JobRun.status == "failed")).scalars().all()
+    assert all(f":{killed[0]} stopped" in error for error in errors), errors[:3]
+
+
+@spread_only
+def test_a_follower_frozen_during_a_spread_burst(cluster: Cluster) -> None:
+    start_hosts(cluster)
+    pid = a_taker(cluster)
+    result, _ = break_during_burst(
+        cluster, 0.1, lambda: os.kill(pid, signal.SIGSTOP), lambda: os.kill(pid, signal.SIGCONT)
+    )
+    report("a follower frozen (SIGSTOP) for 3 leases, 0.1 s into a spread burst of 600", **result.figures())
+    assert_every_fire_time_ran_once(result)
+
+
+@spread_only
+def test_the_run_queue_lost_during_a_spread_burst(cluster: Cluster) -> None:
+    """Redis loses the queued runs (a restart without persistence, a flush): the claims are
+    still in the database, unstarted, and the leader adopts them."""
+    start_hosts(cluster)
+    cluster.leader()
+    key = run_queue_key(cluster)
+    client = redis.Redis(port=6379)
+    dropped: list[int] = []
+
+    def drop() -> None:
+        """Delete the queue the first time it holds runs, counting what it held."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pipe = client.pipeline(transaction=True)
+            queued, _ = pipe.llen(key).delete(key).execute()
+            if queued:
+                dropped.append(queued)
+                return
+
+    result, _ = break_during_burst(cluster, -0.1, drop)
+    report("the run queue deleted during a spread burst of 600", **result.figures(), dropped=dropped)
+    assert_every_fire_time_ran_once(result)
+    assert dropped and dropped[0] > 0  # runs were lost from Redis, and ran anyway
+
+
+@spread_only
+def test_a_follower_host_cut_from_redis_during_a_spread_burst(cluster: Cluster) -> None:
+    start_hosts(cluster)
+    leading_host, _ = cluster.leader()
+    other = next(host for host in cluster.hosts if host is not leading_host)
+    proxy = cluster.proxies[other.name]
+    result, _ = break_during_burst(cluster, 0.1, proxy.cut, proxy.restore)
+    report("a following host cut from Redis 0.1 s into a spread burst of 600", **result.figures())
+    assert_every_fire_time_ran_once(result)
+
+
+@spread_only
+def test_max_instances_holds_across_the_processes_taking_runs(cluster: Cluster) -> None:
+    """A job firing every second whose runs take 2.5 s, max_instances 1: whichever follower
+    takes a fire, none starts while another process runs the job; those fires are skipped."""
+    host = cluster.host(workers=4)
+    cluster.leader()
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    body = {"id": "wide", "func": "tests.jobfuncs:slow_probe", "args": [2.5], "trigger": "interval",
+            "seconds": 1, "start_date": start.isoformat(), "max_instances": 1}  # fmt: skip
+    assert host.post("/scheduler/jobs", body)[0] == 200
+    time.sleep(10)
+    assert host.delete("/scheduler/jobs/wide")[0] == 204
+    time.sleep(3)
+    fires = cluster.fires("wide")
+    count, overlapping = overlaps(fires)
+    with cluster.engine.connect() as conn:
+        statuses = Counter(conn.execute(select(JobRun.status).where(JobRun.job_id == "wide")).scalars())
+    report("max_instances 1 across 3 taking processes", runs=count, overlaps=overlapping,
+           pids=len({f.pid for f in fires}), **statuses)  # fmt: skip
+    assert count >= 3 and overlapping == 0
+    assert statuses["skipped"] >= 3
+
+
+@spread_only
+def test_a_lone_worker_spreading_runs_runs_them_itself(cluster: Cluster) -> None:
+    cluster.host(workers=1)
+    _, leader_pid = cluster.leader()
+    ids, due_at = burst(cluster, count=100, due_in_s=2.0)
+    result = verdict(cluster, ids, due_at.timestamp())
+    assert_every_fire_time_ran_once(result)
+    assert {fire.pid for fire in cluster.all_fires()} == {leader_pid}
 
 
 # Every run ends ---------------------------------------------------------------------------

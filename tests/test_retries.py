@@ -105,6 +105,15 @@ def test_executor_setting_is_checked(make_app: Callable[..., Flask]) -> None:
         make_app(SCHEDULER_EXECUTOR="rq")
 
 
+def test_spreading_runs_is_checked(make_app: Callable[..., Flask], redis_url: str) -> None:
+    with pytest.raises(ConfigError, match="JOBSERVICE_SPREAD_RUNS needs Redis"):
+        make_app(JOBSERVICE_SPREAD_RUNS=True)
+    with pytest.raises(ConfigError, match="JOBSERVICE_SPREAD_RUNS spreads the thread executor's runs"):
+        make_app(JOBSERVICE_SPREAD_RUNS=True, SCHEDULER_EXECUTOR="rq", JOBSERVICE_REDIS_URL=redis_url)
+    with pytest.raises(ConfigError, match="JOBSERVICE_SPREAD_RUNS"):
+        make_app(JOBSERVICE_SPREAD_RUNS="sometimes", JOBSERVICE_REDIS_URL=redis_url)
+
+
 def test_the_rq_executor_without_rq_installed_says_what_to_install(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
