@@ -172,20 +172,23 @@ def api_naive(ctx: Context) -> Results:
     return out
 
 
-def heavy_group(kind: str, row: str) -> Callable[[Context], Results]:
+def heavy_group(kind: str, row: str, spread: bool = False) -> Callable[[Context], Results]:
     """S6 on a deployment of its own; row "thread" (jobservice's thread executor, plain
-    APScheduler) or "rq" (jobservice's RQ executor and its workers, Celery)."""
+    APScheduler) or "rq" (jobservice's RQ executor and its workers, Celery); with `spread`,
+    jobservice's thread executor spreading the runs over its 4 workers."""
 
     def run(ctx: Context) -> Results:
         rq_workers = ctx.plan.rq_workers if kind == "ours" and row == "rq" else 0
         workers = ctx.plan.service_workers if kind == "ours" else 1
-        d = ctx.deployment(kind, f"heavy-{kind}-{row}", 1, workers, rq_workers)
+        key = OURS_SPREAD if spread else kind
+        name = f"heavy-{key}-{row}"
+        d = ctx.deployment(kind, name, 1, workers, rq_workers, env=SPREAD_ENV if spread else None)
         d.start_tables()
         if rq_workers and not ctx.has_rq(d):
             return {f"S6-{row}": {kind: {"not_applicable": NO_RQ}}}
         d.start()
         try:
-            return {f"S6-{row}": {kind: s6_heavy(ctx, d, row)}}
+            return {f"S6-{row}": {key: s6_heavy(ctx, d, row)}}
         finally:
             d.stop()
 
@@ -210,6 +213,11 @@ def groups(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[Context],
         ("service FAS naive, 1 worker", naive_one, service_naive_one),
         ("API FAS naive, 4 workers", ("A1", "A2"), api_naive),
         ("heavy jobservice, thread executor", ("S6",), heavy_group("ours", "thread")),
+        (
+            "heavy jobservice, thread executor, spread runs",
+            ("S6",),
+            heavy_group("ours", "thread", spread=True),
+        ),
         ("heavy jobservice, RQ executor", ("S6",), heavy_group("ours", "rq")),
         ("heavy APScheduler", ("S6",), heavy_group("plain", "thread")),
         ("heavy Celery", ("S6",), heavy_group("celery", "rq")),

@@ -46,7 +46,7 @@ REAP_S = 0.5
 
 def s6_heavy(ctx: Context, d: Deployment, row: str) -> dict[str, Any]:
     """N heavy jobs due at one instant; makespan, lateness, the API during the burst, CPU."""
-    n, burn_ms, tag = ctx.plan.s6_jobs, ctx.plan.s6_burn_ms, f"S6-{row}:{d.kind}"
+    n, burn_ms, tag = ctx.plan.s6_jobs, ctx.plan.s6_burn_ms, f"S6-{row}:{d.variant}"
     due = math.ceil(time.time() + ctx.plan.s6_lead_s)
     jobs = [(f"s6-{i}", [tag, f"s6-{i}", due, burn_ms]) for i in range(n)]
     if d.kind == "celery":

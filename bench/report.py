@@ -65,12 +65,16 @@ FIGURES: dict[str, tuple[Figure, ...]] = {
         Figure("p99_late_ms", "p99 lateness", "ms"),
         Figure("dropped", "dropped"),
         Figure("sched_cpu_ms_per_fire", "CPU per fire, scheduling process", "ms"),
+        Figure("cpu_ms_per_fire", "CPU per fire, all its processes", "ms"),
+        Figure("db_cpu_ms_per_fire", "MariaDB CPU per fire", "ms"),
     ),
     "S4": (
         Figure("fires_per_s", "fires/s", "/s"),
         Figure("p50_late_ms", "p50 lateness", "ms"),
         Figure("p99_late_ms", "p99 lateness", "ms"),
         Figure("sched_cpu_ms_per_fire", "CPU per fire, scheduling process", "ms"),
+        Figure("cpu_ms_per_fire", "CPU per fire, all its processes", "ms"),
+        Figure("db_cpu_ms_per_fire", "MariaDB CPU per fire", "ms"),
     ),
     "S5": (
         Figure("fired", "jobs fired"),
@@ -238,6 +242,7 @@ def markdown_table(table: list[tuple[str, ...]], header: tuple[str, ...] = HEADE
 
 HEAVY_SYSTEMS = (
     ("S6-thread", "ours", "jobservice, thread executor (20 threads)"),
+    ("S6-thread", OURS_SPREAD, "jobservice, thread executor, spread over 4 workers"),
     ("S6-rq", "ours", "jobservice, RQ executor (2 RQ workers)"),
     ("S6-thread", "plain", "APScheduler, ThreadPoolExecutor(20)"),
     ("S6-rq", "celery", "Celery, prefork x2 (apply_async eta)"),
