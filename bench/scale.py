@@ -743,7 +743,21 @@ def explain_all(url: str, store: Store, due_per_s: int) -> list[dict[str, Any]]:
 def _full_scan(row: dict[str, Any]) -> bool:
     """A whole table or index read (ANALYZE's actual rows where there are, else the estimate)."""
     rows = row.get("r_rows") if row.get("r_rows") is not None else row.get("rows")
-    return row.get("type") in ("ALL", "index") and float(rows or 0) >= FULL_SCAN_ROWS
+    return row.get("type") in ("ALL", "index") and _number(rows) >= FULL_SCAN_ROWS
+
+
+def _number(value: Any) -> float:
+    """A row count of ANALYZE's tabular output: a number, or text such as '0.00 (0%)'."""
+    if value is None:
+        return 0.0
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        head = str(value).split()[0] if str(value).split() else "0"
+        try:
+            return float(head)
+        except ValueError:
+            return 0.0
 
 
 def summarize(rows: list[dict[str, Any]], ms: float | None) -> str:
@@ -753,7 +767,7 @@ def summarize(rows: list[dict[str, Any]], ms: float | None) -> str:
     for r in rows:
         if r.get("table") is None:  # the rows of a derived table of constants (UNION ALL)
             continue
-        read = f", read {float(r['r_rows']):.0f}" if r.get("r_rows") is not None else ""
+        read = f", read {_number(r['r_rows']):.0f}" if r.get("r_rows") is not None else ""
         part = f"{r.get('table')}: {r.get('type')} {r.get('key') or '-'} (est {r.get('rows')}{read})"
         if r.get("Extra"):
             part += f" [{r['Extra']}]"
