@@ -93,3 +93,18 @@ def test_a_push_redis_refuses_is_run_here_at_once(
     assert run.status == "succeeded" and run.worker == worker_id()
     assert (run.started_at - run.scheduled_at).total_seconds() < LEFT_BEHIND_S  # not by adoption
     assert "Could not hand 1 run(s) to other processes (ResponseError); running them here" in caplog.text
+
+
+def test_a_host_outside_the_allowed_hosts_never_takes_runs(
+    make_app: Callable[..., Flask], redis_url: str
+) -> None:
+    app = make_app(
+        SCHEDULER_AUTOSTART=True,
+        SCHEDULER_ALLOWED_HOSTS=["some-other-host"],
+        JOBSERVICE_SPREAD_RUNS=True,
+        JOBSERVICE_REDIS_URL=redis_url,
+    )
+    time.sleep(POP_TIMEOUT_S + 0.2)  # a taker would have said it is there by now
+    runtime = app.extensions["jobservice"]
+    assert runtime.role == "follower"
+    assert redis_of(app).zrange(key(app, TAKERS_KEY), 0, -1) == []
