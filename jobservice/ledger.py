@@ -9,7 +9,9 @@ fire itself is attempt 1, and each retry of a failed attempt is a row of its own
 2. A worker thread (or an RQ work-horse) *starts* a claimed run only by a compare-and-set
    on (claim token, started_at IS NULL), and only while fewer than the job's `max_instances`
    runs of it are going anywhere in the cluster (counted from this table in the same
-   transaction).
+   transaction). A start whose COMMIT went unanswered is *in doubt*: the ledger asks the
+   database which of its runs started (those are run; the sweep leaves them alone) before
+   it answers, and the others keep their claim, for adoption.
 3. A claimed run that never started (its leader died or stepped down, or it is a
    run-now request nobody has claimed yet) is *adopted* by the current leader with
    the same compare-and-set; whichever of the two sets first wins, so it runs once.
@@ -26,14 +28,17 @@ was superseded cannot write any of them.
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, exists, func, literal, literal_column, or_, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import Insert
 
 from . import fencing
@@ -52,7 +57,18 @@ from .models import (
     utcnow,
 )
 
+logger = logging.getLogger(__name__)
+
 runs = runs_table
+#: What a start answers for a run that would exceed its job's max_instances.
+BUSY = "busy"
+#: What a start answers for a run whose start was in doubt and, asked, had not started (or
+#: the database never answered): its claim stays, and the leader adopts it.
+UNSURE = "unsure"
+#: How long a start in doubt is asked about before it is given up (its runs, if they did
+#: start, are then closed failed by the sweep), and how often.
+SETTLE_FOR_S = 600.0
+SETTLE_EVERY_S = 0.2
 #: A claim of our own fence, unstarted this long and not in our executor, was left behind
 #: (a start that failed, a claim whose commit outcome was unknown): adopt it again.
 LEFT_BEHIND_S = 2
@@ -97,6 +113,21 @@ _START = (
 )
 _STARTED_AT = select(runs.c.id, runs.c.claim).where(
     runs.c.id.in_(bindparam("ids", expanding=True)), runs.c.started_at == bindparam("started_at")
+)
+
+#: A start in doubt, as it would have landed: at that time, by this process, and still open.
+_STARTED_BY = (
+    select(runs.c.id, runs.c.claim)
+    .where(
+        runs.c.id.in_(bindparam("ids", expanding=True)),
+        runs.c.started_at == bindparam("started_at"),
+        runs.c.worker == bindparam("worker"),
+        runs.c.status.in_(ACTIVE),
+    )
+    .with_for_update()
+)
+_TOUCH = (
+    runs.update().where(runs.c.id.in_(bindparam("ids", expanding=True))).values(updated_at=bindparam("now"))
 )
 
 
@@ -197,36 +228,60 @@ class RunLedger:
             by_fence[claim.fence].append(claim)
         result = Starts({}, [])
         for fence, group in sorted(by_fence.items()):
-            part = self._start(group, fence if fenced else None, limits, lock)
+            try:
+                part = self._start(group, fence if fenced else None, limits, lock)
+            except StartInDoubt as doubt:
+                started = self._settle(doubt)
+                part = Starts(started, [], [claim for claim in group if claim.key not in started])
             result.started.update(part.started)
             result.busy.extend(part.busy)
+            result.unsure.extend(part.unsure)
         return result
 
     def _start(
         self, claims: Sequence[Claim], fence: int | None, limits: Mapping[str, int], lock: bool
     ) -> Starts:
         started_at = utcnow()
-        with self.engine.begin() as conn:
-            allowed, busy = _within_limits(conn, claims, limits, lock)
-            if not allowed:
-                if fence is not None:  # a superseded leader hears so, whatever it tried
-                    fencing.check(conn, fence)
-                return Starts({}, busy)
-            by_row = {(claim.run_id, claim.token): claim for claim in allowed}
-            by_token: dict[str, list[int]] = defaultdict(list)
-            for run_id, token in sorted(by_row):
-                by_token[token].append(run_id)
-            matched, worker = 0, worker_id()
-            for token, token_ids in by_token.items():
-                params = {"ids": token_ids, "token": token, "started_at": started_at, "worker": worker}
-                matched += conn.execute(_START, params).rowcount
-            ids = sorted({run_id for run_id, _ in by_row})
-            if fence is not None:
-                fencing.check(conn, fence)
-            if matched == len(by_row):  # all of them, as almost always: no need to ask which
-                return Starts({claim.key: started_at for claim in allowed}, busy)
-            rows = conn.execute(_STARTED_AT, {"ids": ids, "started_at": started_at}).all()
-        return Starts({by_row[row].key: started_at for row in map(tuple, rows) if row in by_row}, busy)
+        committing = False
+        try:
+            with self.engine.begin() as conn:
+                result = _start_in(conn, claims, fence, limits, lock, started_at)
+                committing = True
+        except SQLAlchemyError as exc:
+            if committing:  # the COMMIT itself went unanswered: it may have landed
+                raise StartInDoubt(list(claims), started_at, exc) from exc
+            raise
+        return result
+
+    def _settle(self, doubt: StartInDoubt) -> dict[RunKey, datetime]:
+        """The runs of a start in doubt that did start and are still open, asked until the
+        database answers (the first question may meet the same outage). Those are ours to
+        run: their `updated_at` is touched in the same transaction, so the sweep (which
+        closes started runs nobody beats for) leaves them alone from here on."""
+        claims = doubt.claims
+        logger.warning(
+            "The start of %d run(s) is in doubt (%s); asking which started", len(claims), doubt.cause
+        )
+        by_row = {(claim.run_id, claim.token): claim for claim in claims}
+        params = {"ids": sorted({run_id for run_id, _ in by_row}), "started_at": doubt.started_at}
+        deadline = time.monotonic() + SETTLE_FOR_S
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    rows = conn.execute(_STARTED_BY, {**params, "worker": worker_id()}).all()
+                    mine = [by_row[row] for row in map(tuple, rows) if row in by_row]
+                    if mine:
+                        conn.execute(_TOUCH, {"ids": [claim.run_id for claim in mine], "now": utcnow()})
+            except SQLAlchemyError as exc:
+                if time.monotonic() > deadline:
+                    logger.error(
+                        "Gave up asking whether %d run(s) started: %s", len(claims), exc.__class__.__name__
+                    )
+                    return {}
+                time.sleep(SETTLE_EVERY_S)
+                continue
+            logger.warning("Of %d run(s) whose start was in doubt, %d had started", len(claims), len(mine))
+            return {claim.key: doubt.started_at for claim in mine}
 
     def miss(self, claim: Claim, error: str, status: str = MISSED) -> None:
         """Close a claimed run that will not start (too late, skipped, job gone)."""
@@ -339,11 +394,34 @@ class RunLedger:
 
 @dataclass
 class Starts:
-    """What a start transaction did: the runs it started (with their start time), and the
-    claims it did not start because their job had max_instances runs going already."""
+    """What a start did: the runs it started (with their start time), the claims it did not
+    start because their job had max_instances runs going already, and the claims of a start
+    in doubt that had not started (or could not be asked about)."""
 
     started: dict[RunKey, datetime]
     busy: list[Claim]
+    unsure: list[Claim] = field(default_factory=list)
+
+    def answer(self, claim: Claim) -> datetime | str | None:
+        """For one claim: its start time, BUSY, UNSURE, or None (refused: taken over, paused)."""
+        started_at = self.started.get(claim.key)
+        return started_at if started_at is not None else self._not_started.get(claim.run_id)
+
+    @functools.cached_property
+    def _not_started(self) -> dict[int, str]:
+        return {claim.run_id: UNSURE for claim in self.unsure} | {claim.run_id: BUSY for claim in self.busy}
+
+
+class StartInDoubt(Exception):
+    """A start transaction whose COMMIT got no answer (the connection or the database died
+    right then): its runs may have started or not. Nobody else can start them either way:
+    they are claimed, and started ones are no longer startable."""
+
+    def __init__(self, claims: list[Claim], started_at: datetime, cause: SQLAlchemyError) -> None:
+        super().__init__(f"the start of {len(claims)} run(s) got no answer: {cause.__class__.__name__}")
+        self.claims = claims
+        self.started_at = started_at
+        self.cause = cause.__class__.__name__
 
 
 def _within_limits(
@@ -366,6 +444,37 @@ def _within_limits(
         going[job_id] = going.get(job_id, 0) + 1
         allowed.append(claim)
     return allowed, busy
+
+
+def _start_in(
+    conn: Connection,
+    claims: Sequence[Claim],
+    fence: int | None,
+    limits: Mapping[str, int],
+    lock: bool,
+    started_at: datetime,
+) -> Starts:
+    """The start compare-and-set of `start_many`, for one fence, inside its transaction."""
+    allowed, busy = _within_limits(conn, claims, limits, lock)
+    if not allowed:
+        if fence is not None:  # a superseded leader hears so, whatever it tried
+            fencing.check(conn, fence)
+        return Starts({}, busy)
+    by_row = {(claim.run_id, claim.token): claim for claim in allowed}
+    by_token: dict[str, list[int]] = defaultdict(list)
+    for run_id, token in sorted(by_row):
+        by_token[token].append(run_id)
+    matched, worker = 0, worker_id()
+    for token, token_ids in by_token.items():
+        params = {"ids": token_ids, "token": token, "started_at": started_at, "worker": worker}
+        matched += conn.execute(_START, params).rowcount
+    if fence is not None:
+        fencing.check(conn, fence)
+    if matched == len(by_row):  # all of them, as almost always: no need to ask which
+        return Starts({claim.key: started_at for claim in allowed}, busy)
+    ids = sorted({run_id for run_id, _ in by_row})
+    rows = conn.execute(_STARTED_AT, {"ids": ids, "started_at": started_at}).all()
+    return Starts({by_row[row].key: started_at for row in map(tuple, rows) if row in by_row}, busy)
 
 
 def add_retry(conn: Connection, run_id: int, not_before: datetime) -> None:

@@ -140,9 +140,7 @@ class HorseRun:
 
     def _start(self, claim: Claim, limit: int) -> datetime | str | None:
         result = self.runtime.ledger.start_many([claim], {claim.key.job_id: limit}, fenced=False, lock=True)
-        if result.busy:
-            return "busy"
-        return result.started.get(claim.key)
+        return result.answer(claim)
 
 
 def _death_penalty(timeout_s: float) -> UnixSignalDeathPenalty:

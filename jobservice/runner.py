@@ -34,12 +34,11 @@ from apscheduler.events import (
 from apscheduler.job import Job
 from flask import Flask, g
 
-from .ledger import Claim, RunLedger
+from .ledger import BUSY, UNSURE, Claim, RunLedger
 from .liveness import Heartbeat, overrun_limit
 from .models import FAILED, MISSED, SCHEDULED, SKIPPED, SUCCEEDED, utcnow
 from .options import RetryPolicy, options_of
 from .recorder import Recorder
-from .startgate import BUSY
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class Tally(Protocol):
     def retry_scheduled(self, job_id: str) -> None: ...
 
 
-#: Starts a claimed run: its start time, None (refused: taken over or paused) or BUSY.
+#: Starts a claimed run: its start time, None (refused: taken over or paused), BUSY or UNSURE.
 Start = Callable[[Claim, int], "datetime | str | None"]
 #: Stops a call that runs past `timeout_s` by raising TimedOut inside it (RQ's death penalty).
 Guard = Callable[[float], AbstractContextManager[Any]]
@@ -150,8 +149,16 @@ class Runner:
 
     def started(self, job: Job, claim: Claim, started_at: datetime | str | None) -> datetime | list[JobEvent]:
         """What the start compare-and-set answered: the start time, or the run closed (BUSY:
-        skipped for max_instances) or left alone (None: taken over, or paused)."""
+        skipped for max_instances; None: taken over, or paused) or left to its claim
+        (UNSURE: a start in doubt, found not started: the leader adopts it)."""
         key = claim.key
+        if started_at == UNSURE:
+            logger.warning(
+                "Run of %s at %s not started (its start was in doubt); it will be adopted",
+                key.job_id,
+                key.scheduled_at,
+            )
+            return []
         if started_at == BUSY:
             message = f"Skipped: {job.max_instances} instance(s) of this job already running in the cluster"
             self.ledger.miss(claim, message, SKIPPED)

@@ -41,7 +41,6 @@ from .identity import worker_id
 from .jobstore import ClusterJobStore, definition
 from .ledger import LEFT_BEHIND_S, Claim, RunKey
 from .runner import Runner
-from .startgate import BUSY
 
 logger = logging.getLogger(__name__)
 
@@ -302,12 +301,10 @@ class Taker:
                 getattr(exc, "orig", None),  # the driver's code and message, not the statement
             )
             return []
-        busy = {claim.run_id for claim in result.busy}
         started = []
         for job, claim in due:
-            answer = BUSY if claim.run_id in busy else result.started.get(claim.key)
             try:
-                outcome = self._runner.started(job, claim, answer)
+                outcome = self._runner.started(job, claim, result.answer(claim))
             except SQLAlchemyError:  # closing a skipped run failed: the sweep or adoption does
                 logger.warning("Run of %s at %s not started, and not closed", job.id, claim.key.scheduled_at)
                 continue

@@ -23,8 +23,6 @@ MAX_BATCH = 500
 #: How long the gate waits for more runs to start once one is waiting (in a burst, the
 #: job threads return within a run's duration of each other).
 GATHER_S = 0.002
-#: What `start` answers for a run that would exceed its job's max_instances.
-BUSY = "busy"
 
 
 @dataclass
@@ -49,8 +47,9 @@ class StartGate:
         self._queue: queue.SimpleQueue[_Ticket] = queue.SimpleQueue()
 
     def start(self, claim: Claim, limit: int) -> datetime | str | None:
-        """Block until the run is marked started (its start time), refused (None), or found
-        BUSY: `limit` (its job's max_instances) runs of its job are going in the cluster."""
+        """Block until the run is marked started (its start time), refused (None), found
+        BUSY (`limit`, its job's max_instances, runs of its job are going in the cluster), or
+        left UNSURE (a start in doubt, found not started: its claim stays, for adoption)."""
         ticket = _Ticket(claim, limit)
         self._running_queue().put(ticket)
         ticket.done.wait()
@@ -87,9 +86,7 @@ class StartGate:
                 for ticket in batch:
                     ticket.error = exc
             else:
-                busy = {claim.run_id for claim in result.busy}
                 for ticket in batch:
-                    run_id = ticket.claim.run_id
-                    ticket.started_at = BUSY if run_id in busy else result.started.get(ticket.claim.key)
+                    ticket.started_at = result.answer(ticket.claim)
             for ticket in batch:
                 ticket.done.set()

@@ -1,10 +1,12 @@
-"""A TCP proxy the tests control: cut() breaks every connection like a network outage."""
+"""TCP proxies the tests control: cut() breaks every connection like a network outage; a
+proxy to the database can also take away the answers to COMMITs of run starts."""
 
 from __future__ import annotations
 
 import select
 import socket
 import threading
+import time
 
 
 class TcpProxy:
@@ -40,6 +42,11 @@ class TcpProxy:
     def close(self) -> None:
         self.cut()
 
+    def _from_client(self, client: socket.socket, upstream: socket.socket, data: bytes) -> bool:
+        """Forward what the client sent; False ends the connection."""
+        upstream.sendall(data)
+        return True
+
     def _listen(self) -> None:
         listener = socket.socket()
         try:
@@ -74,7 +81,7 @@ class TcpProxy:
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
-        peers = {a: b, b: a}
+        """Relay between a client (`a`) and its upstream (`b`) until either side ends."""
         try:
             while True:
                 readable, _, _ = select.select([a, b], [], [], 1.0)
@@ -82,7 +89,10 @@ class TcpProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
-                    peers[sock].sendall(data)
+                    if sock is a and not self._from_client(a, b, data):
+                        return
+                    if sock is b:
+                        a.sendall(data)
         except (OSError, ValueError):
             return
         finally:
@@ -91,3 +101,54 @@ class TcpProxy:
                     self._pairs.remove((a, b))
             a.close()
             b.close()
+
+
+#: A start transaction's statement (tests/lostcommit.py knows it the same way), and COMMIT
+#: as a MySQL client sends it: a 7-byte COM_QUERY packet.
+START_UPDATE = b"UPDATE jobservice_runs SET"
+COMMIT_PACKET = b"\x07\x00\x00\x00\x03COMMIT"
+ROLLBACK_PACKET = b"\x09\x00\x00\x00\x03ROLLBACK"
+
+
+class CommitAnswerEater(TcpProxy):
+    """A proxy to MySQL/MariaDB that can take away the answer to the COMMIT of start
+    transactions, as a database dying right then would: `take(n)` makes the next `n` such
+    COMMITs alternately land (forwarded, then the connection closed before the answer
+    comes back) and not land (the connection closed instead of forwarding it)."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.eaten = {"landed": 0, "not landed": 0}
+        self._left = 0
+        #: Clients inside a start transaction (set from their pump threads, one each).
+        self._starting: set[socket.socket] = set()
+        super().__init__(target_host, target_port)
+
+    def take(self, count: int) -> None:
+        with self._lock:
+            self._left = count
+
+    def _next(self) -> str | None:
+        with self._lock:
+            if self._left == 0:
+                return None
+            self._left -= 1
+            outcome = "landed" if self._left % 2 == 0 else "not landed"
+            self.eaten[outcome] += 1
+            return outcome
+
+    def _from_client(self, client: socket.socket, upstream: socket.socket, data: bytes) -> bool:
+        head = data.split(b"WHERE", 1)[0]
+        if START_UPDATE in head and b"started_at=" in head:
+            self._starting.add(client)
+        elif data.endswith(ROLLBACK_PACKET):
+            self._starting.discard(client)
+        elif data.endswith(COMMIT_PACKET) and client in self._starting:
+            self._starting.discard(client)
+            outcome = self._next()
+            if outcome == "landed":
+                upstream.sendall(data)
+                time.sleep(0.05)  # committed by now; its answer is never relayed
+            if outcome is not None:
+                return False
+        upstream.sendall(data)
+        return True

@@ -15,7 +15,8 @@ from flask import Flask, g, has_app_context
 
 from jobservice.identity import worker_id
 from jobservice.runner import resolve
-from tests.conftest import finished_runs, fires, leading_app, runs, soon, wait_for
+from tests.conftest import engine, finished_runs, fires, leading_app, runs, soon, wait_for
+from tests.lostcommit import LostCommitAnswers
 
 
 def test_job_reads_config_and_writes_the_database_and_succeeds(make_app: Callable[..., Flask]) -> None:
@@ -167,3 +168,20 @@ def test_resolving_a_missing_function_says_what_apscheduler_says() -> None:
         resolve("tests.no_such_module:job")
     with pytest.raises(LookupError, match="error looking up object"):
         resolve("tests.jobfuncs:no_such_function")
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["commit-landed", "commit-not-landed"])
+def test_a_run_whose_start_got_no_answer_runs_once(make_app: Callable[..., Flask], landed: bool) -> None:
+    """The database dies as it commits the start: whether the commit landed or not, the run
+    runs once and succeeds (not started with nobody running it, then swept as failed)."""
+    app = leading_app(make_app)
+    lost = LostCommitAnswers(engine(app), landed)
+    try:
+        body = {"id": "doubt", "func": "tests.jobfuncs:record", "run_date": soon()}
+        assert app.test_client().post("/scheduler/jobs", json=body).status_code == 200
+        [run] = finished_runs(app, "doubt")
+    finally:
+        lost.close()
+    assert lost.lost == 1
+    assert run.status == "succeeded" and run.error is None
+    assert len(fires(app)) == 1
