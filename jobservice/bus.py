@@ -23,6 +23,7 @@ WAKEUP = "wakeup"  # the job store or the cluster state changed
 RELEASED = "released"  # the leader let its lease go: campaign now
 FILE_POLL_S = 0.1
 MAX_FILE_BYTES = 65536
+#: How long a process waits before it tries Redis again (the bus, the spread takers).
 RECONNECT_S = 1.0
 
 Handler = Callable[[str], None]

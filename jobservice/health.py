@@ -82,9 +82,9 @@ def report(service: Runtime) -> dict[str, Any]:
         "executor": service.settings.executor,
         "reasons": [],
     }
-    rq_status = service.rq_status()
-    if rq_status is not None:
-        body["rq"] = rq_status
+    for key, value in (("rq", service.rq_status()), ("spread", service.spread_status())):
+        if value is not None:
+            body[key] = value
     leader = service.leader()
     if leader is not None:
         body.update(

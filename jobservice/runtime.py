@@ -22,7 +22,7 @@ from flask import Flask, current_app
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import lifecycle, maintenance, metrics
+from . import lifecycle, maintenance, metrics, spread
 from .bus import RELEASED, WAKEUP, Bus, FileBus, RedisBus
 from .cluster import Cluster
 from .config_jobs import Reconciled, parse_declared, reconcile
@@ -327,6 +327,16 @@ class Runtime:
             return workers_and_queues(self.rq_connection(), self.settings.rq_queue_prefix)
         except (redis.RedisError, OSError):
             return {"workers": None, "queues": None}
+
+    def spread_status(self) -> dict[str, Any] | None:
+        """With JOBSERVICE_SPREAD_RUNS: the processes taking runs and the runs waiting for one
+        (None where Redis cannot be read); without it, None."""
+        if not self.settings.spread_runs:
+            return None
+        try:
+            return spread.status(self.rq_connection(), self.redis_prefix())
+        except (redis.RedisError, OSError):
+            return {"takers": None, "queued": None}
 
     def lease_seconds_left(self) -> float | None:
         """How long the current leader's lease lasts without renewal (None: no expiry or no leader)."""

@@ -29,12 +29,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import redis
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
 from sqlalchemy.exc import SQLAlchemyError
 
+from .bus import RECONNECT_S
 from .executor import AppContextExecutor
 from .fencing import FencedOut
 from .identity import worker_id
@@ -56,7 +58,6 @@ TAKERS_CACHE_S = 0.5
 POP_TIMEOUT_S = 1
 #: Runs taken in one round trip, at most (and never more than free job threads).
 MAX_TAKE = 20
-RECONNECT_S = 1.0
 
 Prefix = Callable[[], str]
 Connection = Callable[[], redis.Redis]
@@ -75,6 +76,18 @@ def decode(payload: bytes) -> tuple[Claim, bytes]:
     can write to this Redis can run code in the service, so Redis is trusted as the database is."""
     run_id, token, fence, job_id, trigger, scheduled_at, attempt, definition = pickle.loads(payload)
     return Claim(RunKey(job_id, trigger, scheduled_at, attempt), token, fence, run_id), definition
+
+
+def takers(connection: redis.Redis, prefix: str) -> list[str]:
+    """The processes (worker ids) that said within TAKER_TTL_S that they take runs."""
+    members = connection.zrangebyscore(TAKERS_KEY.format(prefix=prefix), time.time() - TAKER_TTL_S, "+inf")
+    return sorted(member.decode() for member in members)
+
+
+def status(connection: redis.Redis, prefix: str) -> dict[str, Any]:
+    """What /health and GET /scheduler say of spreading: who takes runs now, and how many
+    runs wait in the deployment's list for one."""
+    return {"takers": takers(connection, prefix), "queued": connection.llen(QUEUE_KEY.format(prefix=prefix))}
 
 
 class SpreadExecutor(AppContextExecutor):
@@ -184,11 +197,8 @@ class SpreadExecutor(AppContextExecutor):
         return others
 
     def _count_takers(self) -> int:
-        members = self._connection().zrangebyscore(
-            TAKERS_KEY.format(prefix=self._prefix()), time.time() - TAKER_TTL_S, "+inf"
-        )
-        me = worker_id().encode()
-        return sum(1 for member in members if member != me)
+        me = worker_id()
+        return sum(1 for taker in takers(self._connection(), self._prefix()) if taker != me)
 
 
 class Taker:
@@ -279,7 +289,13 @@ class Taker:
         due: list[tuple[Job, Claim]] = []
         try:
             for payload in payloads:
-                claim, definition = decode(payload)
+                try:
+                    claim, definition = decode(payload)
+                except Exception as exc:  # e.g. from a release that encodes runs otherwise
+                    logger.error(
+                        "Dropped a message of the run list it cannot read: %s", exc.__class__.__name__
+                    )
+                    continue  # a claim it carried stays unstarted: the leader adopts it
                 job = self._store.restore_saved(claim.key.job_id, definition)
                 job = job or self._store.lookup_job(claim.key.job_id)
                 if job is None:

@@ -5,6 +5,7 @@ Across real processes (followers taking runs, killed, frozen, cut off): tests/te
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Callable
 
@@ -15,7 +16,7 @@ from flask import Flask
 from jobservice.identity import worker_id
 from jobservice.ledger import LEFT_BEHIND_S
 from jobservice.spread import POP_TIMEOUT_S, QUEUE_KEY, TAKER_TTL_S, TAKERS_KEY, decode
-from tests.conftest import finished_runs, fires, leading_app, soon
+from tests.conftest import finished_runs, fires, leading_app, soon, wait_for
 
 
 @pytest.fixture
@@ -108,3 +109,33 @@ def test_a_host_outside_the_allowed_hosts_never_takes_runs(
     runtime = app.extensions["jobservice"]
     assert runtime.role == "follower"
     assert redis_of(app).zrange(key(app, TAKERS_KEY), 0, -1) == []
+
+
+def test_health_and_the_scheduler_say_who_takes_runs_and_what_waits(spread_app: Flask) -> None:
+    another_taker_is_there(spread_app)
+    redis_of(spread_app).rpush(key(spread_app, QUEUE_KEY), b"not a run")  # counted, never taken here
+    try:
+        client = spread_app.test_client()
+        for path in ("/health", "/scheduler"):
+            body = client.get(path).get_json()
+            assert body["spread"] == {"takers": ["elsewhere:1"], "queued": 1}, path
+    finally:
+        redis_of(spread_app).delete(key(spread_app, QUEUE_KEY))
+
+
+def test_without_spreading_neither_says_anything_of_it(make_app: Callable[..., Flask]) -> None:
+    client = make_app().test_client()
+    assert "spread" not in client.get("/health").get_json()
+    assert "spread" not in client.get("/scheduler").get_json()
+
+
+def test_a_taker_drops_a_message_it_cannot_read_and_goes_on_taking(
+    spread_app: Flask, make_app: Callable[..., Flask], redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message of another release, say: it is logged and dropped, and the taker lives on."""
+    make_app(SCHEDULER_AUTOSTART=True, JOBSERVICE_SPREAD_RUNS=True, JOBSERVICE_REDIS_URL=redis_url)
+    queue = key(spread_app, QUEUE_KEY)
+    for garbage in (b"not a run", pickle.dumps(("an", "older", "layout"))):
+        redis_of(spread_app).rpush(queue, garbage)
+        wait_for(lambda: redis_of(spread_app).llen(queue) == 0)
+    wait_for(lambda: len([r for r in caplog.records if "cannot read" in r.getMessage()]) == 2)

@@ -34,9 +34,9 @@ def get_scheduler_info() -> Response:
         "state": state,
         "executor": runtime.settings.executor,
     }
-    rq_status = runtime.rq_status()
-    if rq_status is not None:
-        info["rq"] = rq_status
+    for key, value in (("rq", runtime.rq_status()), ("spread", runtime.spread_status())):
+        if value is not None:
+            info[key] = value
     return jsonify(info)
 
 

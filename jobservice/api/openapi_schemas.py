@@ -33,6 +33,16 @@ RQ_STATUS = {
     },
 }
 
+SPREAD_STATUS = {
+    "type": "object",
+    "description": "With JOBSERVICE_SPREAD_RUNS: the processes taking runs now (worker ids), and "
+    "the runs waiting for one (null: no Redis)",
+    "properties": {
+        "takers": {"type": ["array", "null"], "items": {"type": "string"}},
+        "queued": {"type": ["integer", "null"]},
+    },
+}
+
 
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -225,6 +235,7 @@ def schemas() -> dict[str, Any]:
                 "state": {"type": "string", "enum": ["running", "paused"]},
                 "executor": EXECUTOR,
                 "rq": RQ_STATUS,
+                "spread": SPREAD_STATUS,
             },
         },
         "Shutdown": {
@@ -291,6 +302,7 @@ def schemas() -> dict[str, Any]:
                 "seconds_since_last_pass": {"type": ["number", "null"]},
                 "executor": EXECUTOR,
                 "rq": RQ_STATUS,
+                "spread": SPREAD_STATUS,
                 "reasons": {
                     "type": "array",
                     "items": {"type": "string"},
