@@ -40,21 +40,19 @@ def cluster_group(kind: str, rq: bool = False, spread: bool = False) -> Callable
 
 
 def service_ours(ctx: Context) -> Results:
-    """S3, S4, M1, A2 and A1 on one jobservice master of 4 workers, in that order."""
+    """S3, S4, A2 and A1 on one jobservice master of 4 workers, in that order; and the
+    leader's memory after S3 and S4 (M1 itself, after S4 alone as for the naive worker, is
+    `memory_ours`)."""
     d = ctx.deployment("ours", "service-ours", 1, ctx.plan.service_workers).start()
     out: Results = {}
-    m1: dict[str, Any] = {}
     try:
-        if ctx.wants("M1"):
-            m1["start_mib"] = memory(d)
         if ctx.wants("S3"):
             out["S3"] = {"ours": s3_burst(ctx, d)}
-        if ctx.wants("S4", "M1"):
+        if ctx.wants("S4"):
             for n in ctx.plan.s4_sizes:
                 out[f"S4-{n}"] = {"ours": s4_steady(ctx, d, n)}
-        if ctx.wants("M1"):
-            m1["after_s4_mib"] = memory(d)
-            out["M1"] = {"ours": m1}
+        if ctx.wants("M1") and ctx.wants("S3") and ctx.wants("S4"):
+            out["M1"] = {"ours": {"after_s3_s4_mib": memory(d)}}
         if ctx.wants("A2"):
             out["A2"] = {"ours": a2_writes(ctx, d)}
         if ctx.wants("A1"):
@@ -64,43 +62,52 @@ def service_ours(ctx: Context) -> Results:
     return out
 
 
-def service_ours_mysqldb(ctx: Context) -> Results:
-    """S3, S4 and A2 on the same jobservice deployment as `service_ours`, its own statements
-    on mysqlclient (mysql+mysqldb) instead of PyMySQL; the job body is the same (PyMySQL)."""
-    if importlib.util.find_spec("MySQLdb") is None:
-        why = {"not_applicable": "mysqlclient not installed"}
-        return {s: {OURS_MYSQLDB: why} for s in ("S3", *(f"S4-{n}" for n in ctx.plan.s4_sizes), "A2")}
-    d = ctx.deployment("ours", "service-ours_mysqldb", 1, ctx.plan.service_workers, driver="mysqldb")
-    d.start()
-    out: Results = {}
+def memory_ours(ctx: Context) -> Results:
+    """M1: the leader of a jobservice master of 4 workers after start and after S4, the same
+    history as the naive worker's (`service_naive_one`); its S4 figures are not reported."""
+    d = ctx.deployment("ours", "memory-ours", 1, ctx.plan.service_workers).start()
     try:
-        if ctx.wants("S3"):
-            out["S3"] = {OURS_MYSQLDB: s3_burst(ctx, d)}
-        if ctx.wants("S4"):
-            for n in ctx.plan.s4_sizes:
-                out[f"S4-{n}"] = {OURS_MYSQLDB: s4_steady(ctx, d, n)}
-        if ctx.wants("A2"):
-            out["A2"] = {OURS_MYSQLDB: a2_writes(ctx, d)}
+        m1 = {"start_mib": memory(d)}
+        for n in ctx.plan.s4_sizes:
+            s4_steady(ctx, d, n)
+        m1["after_s4_mib"] = memory(d)
     finally:
         d.stop()
-    return out
+    return {"M1": {"ours": m1}}
 
 
-def service_ours_spread(ctx: Context) -> Results:
-    """S3 and S4 on the same jobservice deployment as `service_ours`, its thread executor
-    spreading the runs over the 4 workers (SPREAD_RUNS): the leader claims, the others run."""
-    d = ctx.deployment("ours", "service-ours_spread", 1, ctx.plan.service_workers, env=SPREAD_ENV)
-    d.start()
-    out: Results = {}
-    try:
-        if ctx.wants("S3"):
-            out["S3"] = {OURS_SPREAD: s3_burst(ctx, d)}
-        if ctx.wants("S4"):
-            for n in ctx.plan.s4_sizes:
-                out[f"S4-{n}"] = {OURS_SPREAD: s4_steady(ctx, d, n)}
-    finally:
-        d.stop()
-    return out
+#: What the service variants of jobservice run (the thread executor's row runs them all).
+MYSQLDB_SCENARIOS = ("S3", "S4", "A2")
+SPREAD_SCENARIOS = ("S3", "S4")
+
+
+def service_variant(
+    key: str, scenarios: tuple[str, ...], driver: str = "pymysql", env: dict[str, str] | None = None
+) -> Callable[[Context], Results]:
+    """`scenarios` (of S3, S4, A2) on a deployment like `service_ours`'s, results under `key`:
+    OURS_MYSQLDB has its own statements on mysqlclient (the job body stays on PyMySQL),
+    OURS_SPREAD spreads its runs over the 4 workers (the leader claims, the others run)."""
+
+    def run(ctx: Context) -> Results:
+        if driver == "mysqldb" and importlib.util.find_spec("MySQLdb") is None:
+            why = {"not_applicable": "mysqlclient not installed"}
+            return {s: {key: why} for s in ("S3", *(f"S4-{n}" for n in ctx.plan.s4_sizes), "A2")}
+        workers = ctx.plan.service_workers
+        d = ctx.deployment("ours", f"service-{key}", 1, workers, driver=driver, env=env).start()
+        out: Results = {}
+        try:
+            if "S3" in scenarios and ctx.wants("S3"):
+                out["S3"] = {key: s3_burst(ctx, d)}
+            if "S4" in scenarios and ctx.wants("S4"):
+                for n in ctx.plan.s4_sizes:
+                    out[f"S4-{n}"] = {key: s4_steady(ctx, d, n)}
+            if "A2" in scenarios and ctx.wants("A2"):
+                out["A2"] = {key: a2_writes(ctx, d)}
+        finally:
+            d.stop()
+        return out
+
+    return run
 
 
 def service_ours_rq(ctx: Context) -> Results:
@@ -205,9 +212,18 @@ def groups(ctx: Context) -> list[tuple[str, tuple[str, ...], Callable[[Context],
         ("cluster FAS naive", ("S1", "S2", "S5"), cluster_group("naive")),
         ("cluster FAS flock", ("S1", "S2", "S5"), cluster_group("flock")),
         ("cluster APScheduler x2", ("S1", "S2"), cluster_group("plain")),
-        ("service jobservice", ("S3", "S4", "M1", "A1", "A2"), service_ours),
-        ("service jobservice, mysqlclient", ("S3", "S4", "A2"), service_ours_mysqldb),
-        ("service jobservice, spread runs", ("S3", "S4"), service_ours_spread),
+        ("service jobservice", ("S3", "S4", "A1", "A2"), service_ours),
+        ("memory jobservice, S4 only", ("M1",), memory_ours),
+        (
+            "service jobservice, mysqlclient",
+            MYSQLDB_SCENARIOS,
+            service_variant(OURS_MYSQLDB, MYSQLDB_SCENARIOS, "mysqldb"),
+        ),
+        (
+            "service jobservice, spread runs",
+            SPREAD_SCENARIOS,
+            service_variant(OURS_SPREAD, SPREAD_SCENARIOS, env=SPREAD_ENV),
+        ),
         ("service jobservice, RQ executor", ("S3", "S4"), service_ours_rq),
         ("service APScheduler", ("S3", "S4") if "plain" in ctx.plan.s4_peers else ("S3",), service_plain),
         ("service FAS naive, 1 worker", naive_one, service_naive_one),

@@ -95,6 +95,7 @@ FIGURES: dict[str, tuple[Figure, ...]] = {
     "M1": (
         Figure("start_mib", "worker RSS after start", "MiB"),
         Figure("after_s4_mib", "worker RSS after S4", "MiB"),
+        Figure("after_s3_s4_mib", "worker RSS after S3 and S4 (ours only)", "MiB"),
     ),
     "S6": (
         Figure("makespan_s", "makespan (due -> last start)", "s"),
