@@ -82,9 +82,7 @@ def report(service: Runtime) -> dict[str, Any]:
         "executor": service.settings.executor,
         "reasons": [],
     }
-    for key, value in (("rq", service.rq_status()), ("spread", service.spread_status())):
-        if value is not None:
-            body[key] = value
+    body.update(service.executor_status())
     leader = service.leader()
     if leader is not None:
         body.update(

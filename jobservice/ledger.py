@@ -116,16 +116,9 @@ _STARTED_AT = select(runs.c.id, runs.c.claim).where(
 )
 
 #: A start in doubt, as it would have landed: at that time, by this process, and still open.
-_STARTED_BY = (
-    select(runs.c.id, runs.c.claim)
-    .where(
-        runs.c.id.in_(bindparam("ids", expanding=True)),
-        runs.c.started_at == bindparam("started_at"),
-        runs.c.worker == bindparam("worker"),
-        runs.c.status.in_(ACTIVE),
-    )
-    .with_for_update()
-)
+_STARTED_BY = _STARTED_AT.where(
+    runs.c.worker == bindparam("worker"), runs.c.status.in_(ACTIVE)
+).with_for_update()
 _TOUCH = (
     runs.update().where(runs.c.id.in_(bindparam("ids", expanding=True))).values(updated_at=bindparam("now"))
 )

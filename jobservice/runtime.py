@@ -338,6 +338,11 @@ class Runtime:
         except (redis.RedisError, OSError):
             return {"takers": None, "queued": None}
 
+    def executor_status(self) -> dict[str, Any]:
+        """What /health and GET /scheduler add for the executor in use: `rq` or `spread`."""
+        extras = {"rq": self.rq_status(), "spread": self.spread_status()}
+        return {key: value for key, value in extras.items() if value is not None}
+
     def lease_seconds_left(self) -> float | None:
         """How long the current leader's lease lasts without renewal (None: no expiry or no leader)."""
         if self.elector is not None and self.elector.fence() is not None:

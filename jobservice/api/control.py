@@ -34,9 +34,7 @@ def get_scheduler_info() -> Response:
         "state": state,
         "executor": runtime.settings.executor,
     }
-    for key, value in (("rq", runtime.rq_status()), ("spread", runtime.spread_status())):
-        if value is not None:
-            info[key] = value
+    info.update(runtime.executor_status())
     return jsonify(info)
 
 
